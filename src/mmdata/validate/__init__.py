@@ -1,0 +1,5 @@
+"""Offline verification: replay captured traffic (and, later, recorded day folders) through the sync engines."""
+
+from mmdata.validate.capture import CaptureReport, Problem, SymbolReport, validate_capture
+
+__all__ = ["CaptureReport", "Problem", "SymbolReport", "validate_capture"]
