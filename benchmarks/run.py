@@ -33,7 +33,7 @@ from mmdata.book import ChecksumSync, LocalOrderBook
 from mmdata.book.checksum import BitfinexChecksum, KrakenChecksum
 from mmdata.exchanges import get
 from mmdata.store import CaptureWriter, open_capture
-from mmdata.types import BookDiff, Instrument
+from mmdata.types import Instrument
 from mmdata.validate import validate_capture
 
 HERE = Path(__file__).resolve().parent
@@ -85,8 +85,22 @@ def _kraken_frames(n: int, depth: int = 25, seed: int = 7) -> tuple[str, list[st
 
     bids = [lvl(mid - 0.1 * (i + 1)) for i in range(depth)]
     asks = [lvl(mid + 0.1 * (i + 1)) for i in range(depth)]
-    book.apply_snapshot([(str(b["price"]), str(b["qty"])) for b in bids], [(str(a["price"]), str(a["qty"])) for a in asks])
-    snap = {"channel": "book", "type": "snapshot", "data": [{"symbol": "BTC/USD", "bids": bids, "asks": asks, "checksum": scheme.of_book(book), "timestamp": "2026-01-01T00:00:00.000000Z"}]}
+    book.apply_snapshot(
+        [(str(b["price"]), str(b["qty"])) for b in bids], [(str(a["price"]), str(a["qty"])) for a in asks]
+    )
+    snap = {
+        "channel": "book",
+        "type": "snapshot",
+        "data": [
+            {
+                "symbol": "BTC/USD",
+                "bids": bids,
+                "asks": asks,
+                "checksum": scheme.of_book(book),
+                "timestamp": "2026-01-01T00:00:00.000000Z",
+            }
+        ],
+    }
     frames = []
     for _ in range(n):
         side = rng.choice(("bids", "asks"))
@@ -102,7 +116,19 @@ def _kraken_frames(n: int, depth: int = 25, seed: int = 7) -> tuple[str, list[st
         else:
             book.asks.apply(text_levels)
         book.truncate(depth)
-        upd = {"channel": "book", "type": "update", "data": [{"symbol": "BTC/USD", "bids": levels if side == "bids" else [], "asks": levels if side == "asks" else [], "checksum": scheme.of_book(book), "timestamp": "2026-01-01T00:00:00.000000Z"}]}
+        upd = {
+            "channel": "book",
+            "type": "update",
+            "data": [
+                {
+                    "symbol": "BTC/USD",
+                    "bids": levels if side == "bids" else [],
+                    "asks": levels if side == "asks" else [],
+                    "checksum": scheme.of_book(book),
+                    "timestamp": "2026-01-01T00:00:00.000000Z",
+                }
+            ],
+        }
         frames.append(orjson.dumps(upd).decode())
     return orjson.dumps(snap).decode(), frames
 
@@ -167,16 +193,18 @@ def bench_bitfinex(quick: bool) -> None:
         [(f"{0.0000012 + i * 1e-9:.10g}", str(round(rng.uniform(1, 1e5), 8))) for i in range(25)],
     )
     cs = scheme.of_book(book)
-    frames = [f"[81757,\"cs\",{cs},{i + 1}]" for i in range(n)]
+    frames = [f'[81757,"cs",{cs},{i + 1}]' for i in range(n)]
     t_cs = best_of(lambda: [scheme.of_book(book) for _ in range(n)])
     eng = ChecksumSync.bitfinex("tXRPBTC")
     adapter = get("bitfinex")
-    adapter.parse('{"event":"subscribed","channel":"book","chanId":81757,"symbol":"tXRPBTC","prec":"P0","freq":"F0","len":"25","pair":"XRPBTC"}')
+    adapter.parse(
+        '{"event":"subscribed","channel":"book","chanId":81757,"symbol":"tXRPBTC","prec":"P0","freq":"F0","len":"25","pair":"XRPBTC"}'
+    )
     from mmdata.types import BookSnapshot
 
     bids, asks = book.top(25)
     eng.receive(BookSnapshot("bitfinex", "tXRPBTC", bids, asks, None))
-    cs_frames = [f"[81757,\"cs\",{cs}]" for _ in range(n)]
+    cs_frames = [f'[81757,"cs",{cs}]' for _ in range(n)]
 
     def parse_and_verify() -> None:
         parse = adapter.parse
@@ -262,7 +290,13 @@ def synthetic_binance(path: Path, n_diffs: int, seed: int = 11) -> None:
             "bids": [[px(p), q] for p, q in sorted(bids.items(), reverse=True)],
             "asks": [[px(p), q] for p, q in sorted(asks.items())],
         }
-        w.write("rest", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", orjson.dumps(snap).decode(), status=200, t=t + 1)
+        w.write(
+            "rest",
+            "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000",
+            orjson.dumps(snap).decode(),
+            status=200,
+            t=t + 1,
+        )
         trade_id = 1
         for _ in range(n_diffs):
             t += 1_000_000
@@ -275,11 +309,31 @@ def synthetic_binance(path: Path, n_diffs: int, seed: int = 11) -> None:
                 price = mid - off if book is bids else mid + off
                 qty = "0.00000000" if rng.random() < 0.35 else f"{rng.uniform(0.001, 3):.8f}"
                 side.append([px(price), qty])
-            data = {"e": "depthUpdate", "E": t // 1_000_000, "s": "BTCUSDT", "U": first, "u": update_id, "b": b, "a": a}
-            w.write("ws_recv", url, orjson.dumps({"stream": "btcusdt@depth@100ms", "data": data}).decode(), t=t)
+            data = {
+                "e": "depthUpdate",
+                "E": t // 1_000_000,
+                "s": "BTCUSDT",
+                "U": first,
+                "u": update_id,
+                "b": b,
+                "a": a,
+            }
+            w.write(
+                "ws_recv", url, orjson.dumps({"stream": "btcusdt@depth@100ms", "data": data}).decode(), t=t
+            )
             if rng.random() < 0.3:
                 trade_id += 1
-                tr = {"e": "trade", "E": t // 1_000_000, "s": "BTCUSDT", "t": trade_id, "p": px(mid), "q": "0.01000000", "T": t // 1_000_000, "m": rng.random() < 0.5, "M": True}
+                tr = {
+                    "e": "trade",
+                    "E": t // 1_000_000,
+                    "s": "BTCUSDT",
+                    "t": trade_id,
+                    "p": px(mid),
+                    "q": "0.01000000",
+                    "T": t // 1_000_000,
+                    "m": rng.random() < 0.5,
+                    "M": True,
+                }
                 w.write("ws_recv", url, orjson.dumps({"stream": "btcusdt@trade", "data": tr}).decode(), t=t)
 
 
@@ -304,7 +358,9 @@ BENCHES: dict[str, Callable[[bool], None]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these")
     args = parser.parse_args()

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-import mmdata.errors as errors
+from mmdata import errors
 
 PUBLIC_MODULES = [
     "mmdata.types",
@@ -41,7 +41,9 @@ def test_all_names_exist_and_are_documented(module_name: str) -> None:
 
 
 def test_error_tree_has_one_root() -> None:
-    classes = [obj for _, obj in inspect.getmembers(errors, inspect.isclass) if obj.__module__ == errors.__name__]
+    classes = [
+        obj for _, obj in inspect.getmembers(errors, inspect.isclass) if obj.__module__ == errors.__name__
+    ]
     assert len(classes) == len(errors.__all__)
     for cls in classes:
         assert issubclass(cls, errors.MMDataError)

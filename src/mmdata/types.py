@@ -16,9 +16,9 @@ connection-level :class:`SequenceBreak` event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Literal, TypeVar
 
 __all__ = [
     "Ack",
@@ -35,6 +35,13 @@ __all__ = [
     "Trade",
     "Unknown",
     "VenueStatus",
+    "fast_builder",
+    "new_book_checksum",
+    "new_book_diff",
+    "new_book_snapshot",
+    "new_trade",
+    "new_unknown",
+    "new_venue_status",
 ]
 
 #: One book level as exact wire text: ``(price, qty)``. Adapters may pass lists of two
@@ -208,3 +215,60 @@ Event = (
     | SequenceBreak
     | Unknown
 )
+
+
+# -- fast construction ----------------------------------------------------------------------
+# A frozen dataclass's __init__ pays one object.__setattr__ call per field (~1.7 µs for a
+# BookDiff, as much as parsing a typical frame). Parsers build events through
+# `fast_builder(cls)`: a plain class with the same slots fills them with ordinary stores
+# and then retags the object as `cls` (CPython allows __class__ assignment between heap
+# types whose slot layouts match). The result *is* a `cls` instance — frozen, equal,
+# hashable exactly like one made by `cls(...)`.
+
+_T = TypeVar("_T")
+_retag = object.__dict__["__class__"].__set__
+
+
+def fast_builder(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor for the frozen slotted dataclass ``cls``, same positional/keyword
+    signature, about 3× faster. Falls back to ``cls`` itself if the trick does not hold
+    (checked once, here, by building an instance both ways and comparing).
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    defaults: dict[str, Any] = {}
+    params = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            defaults[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+    body = "".join(f"    self.{n} = {n}\n" for n in names)
+    source = f"def __init__(self, {', '.join(params)}):\n{body}    _retag(self, _cls)\n"
+    namespace: dict[str, Any] = {"_retag": _retag, "_cls": cls, **defaults}
+    exec(source, namespace)  # generated once per event class at import
+    twin = type(
+        f"_{cls.__name__}Builder",
+        (),
+        {
+            "__slots__": tuple(getattr(cls, "__slots__", ())),
+            "__init__": namespace["__init__"],
+            "__doc__": f"Builds frozen {cls.__name__} events quickly (see fast_builder).",
+        },
+    )
+    probe = [object() for _ in names]
+    try:
+        built = twin(*probe)
+        if type(built) is cls and built == cls(*probe):
+            return twin
+    except (TypeError, AttributeError):
+        pass
+    return cls
+
+
+new_book_snapshot: Callable[..., BookSnapshot] = fast_builder(BookSnapshot)
+new_book_diff: Callable[..., BookDiff] = fast_builder(BookDiff)
+new_book_checksum: Callable[..., BookChecksum] = fast_builder(BookChecksum)
+new_trade: Callable[..., Trade] = fast_builder(Trade)
+new_unknown: Callable[..., Unknown] = fast_builder(Unknown)
+new_venue_status: Callable[..., VenueStatus] = fast_builder(VenueStatus)

@@ -78,9 +78,7 @@ class KrakenChecksum:
 
     def token(self, price: str, qty: str, is_bid: bool) -> str:
         """One level's part of the checksum string (same for both sides)."""
-        return kraken_fixed_digits(price, self.price_precision) + kraken_fixed_digits(
-            qty, self.qty_precision
-        )
+        return kraken_fixed_digits(price, self.price_precision) + kraken_fixed_digits(qty, self.qty_precision)
 
     def of_book(self, book: LocalOrderBook) -> int:
         """Unsigned CRC-32 of the book; the book must hold this scheme's tokens."""

@@ -9,8 +9,10 @@ for ordering and identity, never stored or written: the text is what the venue s
 Two different prices collide only if they agree to ~15.9 significant digits, far
 beyond any venue's tick size (Binance uses at most 8 decimals on prices below 10^8).
 
-Quantities are absolute; a quantity whose text is all zeros (``"0"``,
-``"0.00000000"``) removes the level, as every venue here specifies.
+Quantities are absolute; a quantity whose value is zero (``"0"``, ``"0.00000000"``,
+``"0E-8"``) removes the level, as every venue here specifies. A price that is not a
+positive finite number or a negative / non-finite quantity raises ``ValueError`` (the
+sync engines turn that into a resync: such a book cannot be trusted).
 
 Per level the book can also hold an opaque *token*: a string derived from the level
 once, when the level changes, by a function the owner supplies. The checksum code uses
@@ -30,13 +32,18 @@ from mmdata.types import Level
 
 __all__ = ["BookSide", "LocalOrderBook", "TokenFn", "is_zero"]
 
+_INF = float("inf")
+_DIGITS = frozenset("123456789")
+
 #: ``token(price_text, qty_text, is_bid) -> str``: a per-level string cached by the book.
 TokenFn = Callable[[str, str, bool], str]
 
 
 def is_zero(qty: str) -> bool:
-    """True when the decimal text is zero (``"0"``, ``"0.0"``, ``"0.00000000"``)."""
-    return not qty.strip("0.")
+    """True when the decimal text is zero (``"0"``, ``"0.00000000"``, ``"-0.0"``, ``"0E-8"``)."""
+    rest = qty.strip("0.")
+    # Plain zeros strip to nothing; only exponent/sign forms ("0E-8", "-0.0") need a real parse.
+    return not rest or (rest[0] in "eE-+" and float(qty) == 0.0)
 
 
 class BookSide:
@@ -81,8 +88,14 @@ class BookSide:
         for level in levels:
             price = level[0]
             qty = level[1]
-            key = float(price) * sign
-            if qty.strip("0."):
+            value = float(price)
+            if not 0.0 < value < _INF:  # also false for NaN
+                raise ValueError(f"price {price!r} is not a positive finite number")
+            key = value * sign
+            rest = qty.strip("0.")
+            if rest and rest[0] not in _DIGITS and not 0.0 <= float(qty) < _INF:
+                raise ValueError(f"quantity {qty!r} is not a non-negative finite number")
+            if rest and (rest[0] in _DIGITS or float(qty) != 0.0):
                 if key not in book:
                     insort(keys, key)
                 book[key] = (price, qty)

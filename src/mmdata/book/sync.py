@@ -160,6 +160,7 @@ class SyncStats:
     unsynced_ignored: int = 0
     snapshot_refetches: int = 0
     buffer_overflows: int = 0
+    malformed_updates: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -185,6 +186,10 @@ class SyncEngine(Protocol):
 
 
 _NOTHING: tuple[SyncOutput, ...] = ()
+# What applying venue levels that are not (decimal text, decimal text) pairs raises. Parsers check
+# the frame's shape but not every level (that would double the hot path); the engine catches these,
+# discards the half-applied book and resyncs, so a malformed level can never leave a wrong book.
+_BAD_LEVEL = (ValueError, TypeError, IndexError, AttributeError, KeyError)
 
 
 class _EngineBase:
@@ -218,6 +223,19 @@ class _EngineBase:
             return _NOTHING
         return (self._move(SyncState.STOPPED, reason),)
 
+    def _discard(self) -> None:
+        self.book.clear()
+
+    def _malformed(self, exc: Exception) -> Sequence[SyncOutput]:
+        """Levels that are not decimal text: the book may be half-updated, so resync."""
+        self.stats.malformed_updates += 1
+        self.stats.resyncs += 1
+        self._discard()
+        reason = f"malformed book levels ({type(exc).__name__}: {exc})"
+        if len(self.stats.problems) < 100:
+            self.stats.problems.append(reason)
+        return (self._move(SyncState.RESYNCING, reason), NeedSnapshot(self.symbol, reason))
+
 
 class SequenceSync(_EngineBase):
     """Binance Spot local-book procedure (PROTOCOLS.md §A.4); see the module docstring.
@@ -234,6 +252,11 @@ class SequenceSync(_EngineBase):
         self.update_id: int = -1
         self._buffer: deque[BookDiff] = deque(maxlen=max_buffer)
         # A snapshot arrived before any diff: its age is judged by the first diff.
+        self._snapshot_age_unknown = False
+
+    def _discard(self) -> None:
+        self.book.clear()
+        self._buffer.clear()
         self._snapshot_age_unknown = False
 
     def reset(self, reason: str = "reconnect") -> Sequence[SyncOutput]:
@@ -263,7 +286,10 @@ class SequenceSync(_EngineBase):
         state = self.state
         if state is SyncState.SYNCED:
             if first == self.update_id + 1:
-                self.book.apply(diff.bids, diff.asks)
+                try:
+                    self.book.apply(diff.bids, diff.asks)
+                except _BAD_LEVEL as exc:
+                    return self._malformed(exc)
                 self.update_id = last
                 self.stats.diffs_applied += 1
                 self._count_crossed()
@@ -298,7 +324,10 @@ class SequenceSync(_EngineBase):
             return _NOTHING
         if first <= self.update_id + 1:
             self._snapshot_age_unknown = False
-            self.book.apply(diff.bids, diff.asks)
+            try:
+                self.book.apply(diff.bids, diff.asks)
+            except _BAD_LEVEL as exc:
+                return self._malformed(exc)
             self.update_id = last
             self.stats.diffs_applied += 1
             self._count_crossed()
@@ -342,7 +371,10 @@ class SequenceSync(_EngineBase):
         if buffer and snap.update_id < buffer[0].first_id:  # type: ignore[operator]
             self.stats.snapshot_refetches += 1
             return (NeedSnapshot(self.symbol, "snapshot older than first buffered diff", buffer[0].first_id),)
-        self.book.apply_snapshot(snap.bids, snap.asks)
+        try:
+            self.book.apply_snapshot(snap.bids, snap.asks)
+        except _BAD_LEVEL as exc:
+            return self._malformed(exc)
         self.update_id = snap.update_id
         self.stats.snapshots += 1
         self._snapshot_age_unknown = not buffer
@@ -428,6 +460,8 @@ class ChecksumSync(_EngineBase):
         return self.state is SyncState.SYNCED or self.state is SyncState.SYNCING
 
     def _on_ack(self, ack: Ack) -> Sequence[SyncOutput]:
+        if ack.channel != "book":
+            return _NOTHING
         if not ack.ok:
             self.stats.problems.append(f"subscription refused: {ack.message}")
             return _NOTHING
@@ -453,19 +487,23 @@ class ChecksumSync(_EngineBase):
 
     def _on_snapshot(self, snap: BookSnapshot) -> Sequence[SyncOutput]:
         book = self.book
-        book.apply_snapshot(snap.bids, snap.asks)
+        try:
+            book.apply_snapshot(snap.bids, snap.asks)
+        except _BAD_LEVEL as exc:
+            return self._malformed(exc)
         if self.truncate and self.depth:
             book.truncate(self.depth)
         self.stats.snapshots += 1
         outputs: list[SyncOutput] = []
         if self.state is not SyncState.SYNCING:
             outputs.append(self._move(SyncState.SYNCING, "snapshot applied"))
-        if snap.checksum is None:
-            # Bitfinex: snapshots carry no checksum; the next `cs` frame verifies it.
+        if snap.checksum is None and self.exchange == "bitfinex":
+            # Bitfinex snapshots carry no checksum; the next `cs` frame verifies it.
             outputs.append(self._move(SyncState.SYNCED, "snapshot applied"))
             outputs.extend(self._updated)
             return outputs
-        outputs.extend(self._verify(snap.checksum))
+        if snap.checksum is not None:
+            outputs.extend(self._verify(snap.checksum))
         return outputs
 
     def _on_diff(self, diff: BookDiff) -> Sequence[SyncOutput]:
@@ -473,8 +511,11 @@ class ChecksumSync(_EngineBase):
             self.stats.unsynced_ignored += 1
             return _NOTHING
         book = self.book
-        book.bids.apply(diff.bids)
-        book.asks.apply(diff.asks)
+        try:
+            book.bids.apply(diff.bids)
+            book.asks.apply(diff.asks)
+        except _BAD_LEVEL as exc:
+            return self._malformed(exc)
         if self.truncate and self.depth:
             book.truncate(self.depth)
         self.stats.diffs_applied += 1
@@ -511,6 +552,12 @@ class ChecksumSync(_EngineBase):
         )
 
     def _on_break(self, brk: SequenceBreak) -> Sequence[SyncOutput]:
+        if self.state is SyncState.SNAPSHOT:
+            # The lost frame may have been this book's snapshot: without a resubscribe it never comes.
+            return (
+                self._move(SyncState.RESYNCING, f"sequence break before snapshot: expected {brk.expected}"),
+                NeedSnapshot(self.symbol, "resubscribe after sequence break"),
+            )
         if not self.has_book:
             return _NOTHING
         self.stats.gaps += 1

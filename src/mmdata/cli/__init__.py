@@ -13,6 +13,8 @@ import sys
 import typer
 from rich.console import Console
 
+from mmdata import __version__
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -42,8 +44,6 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
-        from mmdata import __version__
-
         typer.echo(f"mmdata {__version__}")
         raise typer.Exit(0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import orjson
 import typer
@@ -17,14 +18,16 @@ from mmdata.validate import CaptureReport, validate_capture
 
 @app.command(no_args_is_help=True)
 def validate(
-    path: Path = typer.Argument(
-        ...,
-        help="A capture file (.jsonl or .jsonl.gz, mmdata capture format) to verify.",
-        show_default=False,
-    ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print exactly one JSON object instead of tables (for scripts and CI)."
-    ),
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A capture file (.jsonl or .jsonl.gz, mmdata capture format) to verify.", show_default=False
+        ),
+    ],
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Print exactly one JSON object instead of tables (for scripts and CI)."),
+    ] = False,
 ) -> None:
     """Replay a capture through the venue adapter and one sync engine per symbol, offline.
 
@@ -42,10 +45,8 @@ def validate(
     if not path.exists():
         raise fail(f"{path} does not exist")
     try:
-        if json_out or not err_console.is_terminal:
-            report = validate_capture(path)
-        else:
-            report = _with_progress(path)
+        quiet = json_out or not err_console.is_terminal
+        report = validate_capture(path) if quiet else _with_progress(path)
     except MMDataError as exc:
         raise fail(str(exc)) from None
     if json_out:
@@ -60,7 +61,12 @@ def validate(
 
 
 def _with_progress(path: Path) -> CaptureReport:
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(f"validating {path.name}", total=path.stat().st_size)
 
@@ -72,8 +78,19 @@ def _with_progress(path: Path) -> CaptureReport:
 
 def _print_report(report: CaptureReport) -> None:
     out = Console(highlight=False)
+    if not out.is_terminal:
+        out.width = 160  # piped into a file or a pager: do not squeeze the table to 80 columns
     table = Table(title=f"{report.exchange} · {Path(report.path).name}", title_justify="left")
-    for col in ("symbol", "diffs applied", "checksums ok", "mismatches", "gaps", "resyncs", "crossed", "trades"):
+    for col in (
+        "symbol",
+        "diffs applied",
+        "checksums ok",
+        "mismatches",
+        "gaps",
+        "resyncs",
+        "crossed",
+        "trades",
+    ):
         table.add_column(col, justify="left" if col == "symbol" else "right")
     table.add_column("final state")
     for symbol, rep in report.symbols.items():

@@ -22,7 +22,11 @@ from typing import Protocol, runtime_checkable
 from mmdata.book.sync import SyncEngine
 from mmdata.types import BookSnapshot, Event, HttpRequest
 
-__all__ = ["Exchange", "symbol_fs"]
+__all__ = ["MAX_FRAME_CHARS", "Exchange", "symbol_fs"]
+
+#: Longest frame any adapter parses; longer text is rejected before decoding (a real
+#: venue frame is at most a few hundred KB; a Kraken instrument snapshot ~1 MB).
+MAX_FRAME_CHARS = 8 * 1024 * 1024
 
 _FS_DROP = str.maketrans("", "", "/-: ")
 

@@ -9,4 +9,11 @@ from mmdata.store.capture import (
     open_capture,
 )
 
-__all__ = ["CAPTURE_FORMAT", "CaptureHeader", "CaptureReader", "CaptureRecord", "CaptureWriter", "open_capture"]
+__all__ = [
+    "CAPTURE_FORMAT",
+    "CaptureHeader",
+    "CaptureReader",
+    "CaptureRecord",
+    "CaptureWriter",
+    "open_capture",
+]

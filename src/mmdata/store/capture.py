@@ -23,7 +23,6 @@ valid file: the gzip writer is flushed/closed by :meth:`CaptureWriter.close`.
 from __future__ import annotations
 
 import gzip
-import io
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -74,6 +73,67 @@ class CaptureRecord:
     line: int
 
 
+_CHUNK = 1 << 16
+_TOO_LONG = object()  # marker yielded instead of a line longer than the limit
+
+
+def _raw_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    while chunk := raw.read(_CHUNK):
+        yield chunk
+
+
+def _gunzip_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    """Decompress a concatenation of gzip members; raise EOFError if the last one is cut short.
+
+    Unlike ``gzip.GzipFile`` behind a buffer, every byte decompressed before the damage is
+    yielded first, so a reader loses nothing that was complete.
+    """
+    wbits = 16 + zlib.MAX_WBITS
+    dec = zlib.decompressobj(wbits)
+    in_member = False
+    while data := raw.read(_CHUNK):
+        while data:
+            in_member = True
+            out = dec.decompress(data)
+            if out:
+                yield out
+            if dec.eof:  # a member ended; the rest of `data` starts the next one
+                data = dec.unused_data
+                dec = zlib.decompressobj(wbits)
+                in_member = False
+            else:
+                data = b""
+    if in_member:
+        tail = dec.flush()
+        if tail:
+            yield tail
+        raise EOFError("compressed stream ends inside a gzip member")
+
+
+def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | object]:
+    """Split chunks into lines (without the newline); lines over ``limit`` bytes become ``_TOO_LONG``."""
+    pending = b""
+    skipping = False
+    for chunk in chunks:
+        parts = (pending + chunk if pending else chunk).split(b"\n")
+        pending = parts.pop()
+        for line in parts:
+            if skipping:
+                skipping = False
+                yield _TOO_LONG
+            elif len(line) > limit:
+                yield _TOO_LONG
+            else:
+                yield line
+        if len(pending) > limit:
+            pending = b""
+            skipping = True
+    if skipping:
+        yield _TOO_LONG
+    elif pending:
+        yield pending
+
+
 class CaptureReader:
     """Iterate the records of a capture file (use :func:`open_capture`)."""
 
@@ -84,7 +144,6 @@ class CaptureReader:
         self.bad_line_numbers: list[int] = []
         self.lines_read = 0
         self._raw: IO[bytes] | None = None
-        self._stream: IO[bytes]
         try:
             raw = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
@@ -92,22 +151,27 @@ class CaptureReader:
         self._raw = raw
         magic = raw.read(2)
         raw.seek(0)
-        if magic == _GZIP_MAGIC:
-            self._stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
-        else:
-            self._stream = raw
+        chunks = _gunzip_chunks(raw) if magic == _GZIP_MAGIC else _raw_chunks(raw)
+        self._line_iter = _lines(chunks, max_line_bytes)
         self.header = self._read_header()
 
     def _fail(self, reason: str) -> CorruptFile:
         self.close()
         return CorruptFile(f"{self.path}: {reason}", path=str(self.path))
 
-    def _read_header(self) -> CaptureHeader:
+    def _next_line(self) -> bytes | object | None:
         try:
-            first = self._stream.readline(self.max_line_bytes)
+            return next(self._line_iter, None)
         except (OSError, EOFError, zlib.error) as exc:
-            raise self._fail(f"not readable as gzip ({exc})") from exc
-        if not first.strip():
+            if self.lines_read == 0:
+                raise self._fail(f"not readable as gzip ({exc})") from exc
+            raise self._fail(f"truncated or corrupt after line {self.lines_read} ({exc})") from exc
+
+    def _read_header(self) -> CaptureHeader:
+        first = self._next_line()
+        if first is _TOO_LONG:
+            raise self._fail("line 1 is not an mmdata capture header (too long)")
+        if not isinstance(first, bytes) or not first.strip():
             raise self._fail("empty file, expected an mmdata capture header on line 1")
         try:
             head = orjson.loads(first)
@@ -125,45 +189,34 @@ class CaptureReader:
         return CaptureHeader(exchange.lower(), tuple(str(s) for s in symbols), version, extra)
 
     def __iter__(self) -> Iterator[CaptureRecord]:
-        stream = self._stream
-        limit = self.max_line_bytes
         loads = orjson.loads
         line_no = self.lines_read
+        lines = self._line_iter
         while True:
             try:
-                line = stream.readline(limit)
+                line = next(lines, None)
             except (OSError, EOFError, zlib.error) as exc:
                 raise self._fail(f"truncated or corrupt after line {line_no} ({exc})") from exc
-            if not line:
+            if line is None:
                 break
             line_no += 1
             self.lines_read = line_no
-            if len(line) >= limit and not line.endswith(b"\n"):
-                self._skip_rest_of_line(line_no)
+            if line is _TOO_LONG:
                 self._bad(line_no)
                 continue
             try:
-                rec = loads(line)
+                rec = loads(line)  # type: ignore[arg-type]
                 record = CaptureRecord(
                     rec["t"], rec["kind"], rec.get("url", ""), rec.get("data", ""), rec.get("status"), line_no
                 )
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                if line.strip():
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                if line.strip():  # type: ignore[attr-defined]
                     self._bad(line_no)
                 continue
             if type(record.data) is not str or type(record.t) is not int:
                 self._bad(line_no)
                 continue
             yield record
-
-    def _skip_rest_of_line(self, line_no: int) -> None:
-        try:
-            while True:
-                chunk = self._stream.readline(self.max_line_bytes)
-                if not chunk or chunk.endswith(b"\n"):
-                    return
-        except (OSError, EOFError, zlib.error) as exc:
-            raise self._fail(f"truncated or corrupt after line {line_no} ({exc})") from exc
 
     def _bad(self, line_no: int) -> None:
         self.bad_lines += 1
@@ -177,7 +230,6 @@ class CaptureReader:
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._raw is not None:
-            self._stream.close()
             self._raw.close()
             self._raw = None
 
@@ -203,7 +255,9 @@ class CaptureWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         raw = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         self._raw = raw
-        self._out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if self.path.suffix == ".gz" else raw
+        self._out: IO[bytes] = (
+            gzip.GzipFile(fileobj=raw, mode="wb") if self.path.suffix == ".gz" else raw  # type: ignore[assignment]
+        )
         head = {"format": CAPTURE_FORMAT, "version": 1, "exchange": exchange, "symbols": list(symbols)}
         head.update(extra)
         self._out.write(orjson.dumps(head) + b"\n")

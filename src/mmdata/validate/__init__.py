@@ -1,4 +1,4 @@
-"""Offline verification: replay captured traffic (and, later, recorded day folders) through the sync engines."""
+"""Offline verification: replay captured traffic (later also recorded days) through the sync engines."""
 
 from mmdata.validate.capture import CaptureReport, Problem, SymbolReport, validate_capture
 

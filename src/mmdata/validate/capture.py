@@ -135,7 +135,9 @@ class CaptureReport:
         """No gap, no mismatch, every book proven, file read to the end."""
         if self.truncated is not None:
             return False
-        return not any(p.kind in ("gap", "checksum_mismatch", "never_synced", "unverifiable") for p in self.problems)
+        return not any(
+            p.kind in ("gap", "checksum_mismatch", "never_synced", "unverifiable") for p in self.problems
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The ``mmdata validate --json`` object."""
@@ -280,29 +282,27 @@ class _CaptureValidator:
             self.problem("bad_message", None, f"{exc} (frame starts {rec.data[:80]!r})")
             return
         for ev in events:
-            kind = type(ev)
-            if kind is BookDiff or kind is BookSnapshot or kind is BookChecksum:
-                self.feed(ev.symbol, ev)  # type: ignore[union-attr]
-            elif kind is Trade:
-                if not ev.snapshot:  # type: ignore[union-attr]
-                    self.reports.setdefault(ev.symbol, SymbolReport()).trades += 1  # type: ignore[union-attr]
-            elif kind is Instrument:
-                self.instruments[ev.symbol] = ev  # type: ignore[assignment, union-attr]
-                if ev.symbol in self.engines:  # type: ignore[union-attr]
-                    self.feed(ev.symbol, ev)  # type: ignore[union-attr]
-            elif kind is SequenceBreak:
+            if isinstance(ev, BookDiff | BookSnapshot | BookChecksum):
+                self.feed(ev.symbol, ev)
+            elif isinstance(ev, Trade):
+                if not ev.snapshot:
+                    self.reports.setdefault(ev.symbol, SymbolReport()).trades += 1
+            elif isinstance(ev, Instrument):
+                self.instruments[ev.symbol] = ev
+                if ev.symbol in self.engines:
+                    self.feed(ev.symbol, ev)
+            elif isinstance(ev, SequenceBreak):
                 self.problem(
                     "gap",
                     None,
-                    f"connection sequence break: expected {ev.expected}, got {ev.got}",  # type: ignore[union-attr]
-                    ev.expected,  # type: ignore[union-attr]
-                    ev.got,  # type: ignore[union-attr]
+                    f"connection sequence break: expected {ev.expected}, got {ev.got}",
+                    ev.expected,
+                    ev.got,
                 )
                 for symbol, eng in self.engines.items():
                     outputs = eng.receive(ev)
                     self.handle(symbol, [o for o in outputs if type(o) is not GapDetected])
-            elif kind is Ack:
-                assert isinstance(ev, Ack)
+            elif isinstance(ev, Ack):
                 if ev.symbol is not None and ev.channel == "book":
                     if not ev.ok:
                         self.problem("bad_message", ev.symbol, f"book subscription refused: {ev.message}")
@@ -324,7 +324,9 @@ class _CaptureValidator:
             rep.resyncs = st.resyncs
             rep.crossed_states = st.crossed_states
             rep.final_state = eng.state.name
-            rep.synced_once = st.diffs_applied > 0 or eng.state is SyncState.SYNCED or st.checksums_verified > 0
+            rep.synced_once = (
+                st.diffs_applied > 0 or eng.state is SyncState.SYNCED or st.checksums_verified > 0
+            )
             if st.checksums_unverified:
                 self.problem(
                     "unverifiable",
@@ -335,6 +337,7 @@ class _CaptureValidator:
             if not rep.synced_once:
                 why = "no usable REST snapshot" if symbol in self.waiting else "never reached SYNCED"
                 self.problem("never_synced", symbol, f"book never proven: {why}")
+            self.bad_messages += st.malformed_updates
             for note in st.problems:
                 self.problem("bad_message", symbol, note)
 
