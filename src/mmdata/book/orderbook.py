@@ -39,6 +39,14 @@ _DIGITS = frozenset("123456789")
 TokenFn = Callable[[str, str, bool], str]
 
 
+def _live_qty(qty: str) -> bool:
+    """Slow path of :meth:`BookSide.apply`: is this unusual quantity text non-zero?"""
+    value = float(qty)
+    if not 0.0 <= value < _INF:
+        raise ValueError(f"quantity {qty!r} is not a non-negative finite number")
+    return value != 0.0
+
+
 def is_zero(qty: str) -> bool:
     """True when the decimal text is zero (``"0"``, ``"0.00000000"``, ``"-0.0"``, ``"0E-8"``)."""
     rest = qty.strip("0.")
@@ -85,17 +93,16 @@ class BookSide:
         token = self._token
         tokens = self._tokens
         is_bid = self.is_bid
-        for level in levels:
-            price = level[0]
-            qty = level[1]
+        digits = _DIGITS
+        for price, qty in levels:
             value = float(price)
             if not 0.0 < value < _INF:  # also false for NaN
                 raise ValueError(f"price {price!r} is not a positive finite number")
             key = value * sign
             rest = qty.strip("0.")
-            if rest and rest[0] not in _DIGITS and not 0.0 <= float(qty) < _INF:
-                raise ValueError(f"quantity {qty!r} is not a non-negative finite number")
-            if rest and (rest[0] in _DIGITS or float(qty) != 0.0):
+            # All zeros strip to "" (removal); a leading significant digit is a live level;
+            # anything else ("0E-8", "-5", "nan") takes the careful path.
+            if rest and (rest[0] in digits or _live_qty(qty)):
                 if key not in book:
                     insort(keys, key)
                 book[key] = (price, qty)
@@ -200,9 +207,10 @@ class LocalOrderBook:
     @property
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask (a book that cannot be right)."""
-        bid = self.bids.best_key()
-        ask = self.asks.best_key()
-        return bid is not None and ask is not None and bid >= ask
+        # Keys are negated on the bid side: best bid price is -bids[0].
+        bids = self.bids._keys
+        asks = self.asks._keys
+        return bool(bids) and bool(asks) and -bids[0] >= asks[0]
 
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)

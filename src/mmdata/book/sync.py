@@ -212,9 +212,7 @@ class _EngineBase:
         return StateChanged(self.symbol, old, new, reason)
 
     def _count_crossed(self) -> None:
-        bids = self.book.bids
-        asks = self.book.asks
-        if len(bids) and len(asks) and self.book.crossed:
+        if self.book.crossed:
             self.stats.crossed_states += 1
 
     def stop(self, reason: str = "stop") -> Sequence[SyncOutput]:
@@ -319,11 +317,13 @@ class SequenceSync(_EngineBase):
         first = diff.first_id
         last = diff.last_id
         assert first is not None and last is not None
+        if first <= self.update_id + 1:
+            # lastUpdateId >= U - 1: the snapshot is not older than the stream (step 4 holds).
+            self._snapshot_age_unknown = False
         if last <= self.update_id:
             self.stats.stale_ignored += 1
             return _NOTHING
         if first <= self.update_id + 1:
-            self._snapshot_age_unknown = False
             try:
                 self.book.apply(diff.bids, diff.asks)
             except _BAD_LEVEL as exc:

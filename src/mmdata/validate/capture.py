@@ -281,15 +281,23 @@ class _CaptureValidator:
             self.bad_messages += 1
             self.problem("bad_message", None, f"{exc} (frame starts {rec.data[:80]!r})")
             return
+        engines = self.engines
         for ev in events:
-            if isinstance(ev, BookDiff | BookSnapshot | BookChecksum):
-                self.feed(ev.symbol, ev)
+            kind = type(ev)
+            if kind is BookDiff or kind is BookSnapshot or kind is BookChecksum:
+                # Hot path, inlined `feed`: one dict lookup and the engine call.
+                book_ev: BookDiff | BookSnapshot | BookChecksum = ev  # type: ignore[assignment]
+                symbol = book_ev.symbol
+                eng = engines.get(symbol) or self.engine(symbol)
+                outputs = eng.receive(book_ev)
+                if outputs and (len(outputs) > 1 or type(outputs[0]) is not BookUpdated):
+                    self.handle(symbol, outputs)
             elif isinstance(ev, Trade):
                 if not ev.snapshot:
                     self.reports.setdefault(ev.symbol, SymbolReport()).trades += 1
             elif isinstance(ev, Instrument):
                 self.instruments[ev.symbol] = ev
-                if ev.symbol in self.engines:
+                if ev.symbol in engines:
                     self.feed(ev.symbol, ev)
             elif isinstance(ev, SequenceBreak):
                 self.problem(
@@ -299,7 +307,7 @@ class _CaptureValidator:
                     ev.expected,
                     ev.got,
                 )
-                for symbol, eng in self.engines.items():
+                for symbol, eng in engines.items():
                     outputs = eng.receive(ev)
                     self.handle(symbol, [o for o in outputs if type(o) is not GapDetected])
             elif isinstance(ev, Ack):
