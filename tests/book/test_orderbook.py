@@ -326,6 +326,20 @@ class TestLevelIdentity:
         assert len(book) == 0
 
 
+class TestRejectsNonsense:
+    """Levels that cannot be a book level raise ``ValueError`` (the sync engines resync on it)."""
+
+    @pytest.mark.parametrize("price", ["0", "-1", "nan", "inf", "abc"])
+    def test_bad_price(self, price: str) -> None:
+        with pytest.raises(ValueError):
+            LocalOrderBook().apply([(price, "1")], [])
+
+    @pytest.mark.parametrize("qty", ["-5", "nan", "inf", "-1e-8"])
+    def test_bad_qty(self, qty: str) -> None:
+        with pytest.raises(ValueError):
+            LocalOrderBook().apply([], [("100", qty)])
+
+
 class TestTokens:
     """Per-level tokens are computed once per change, recomputed on a new function, dropped with levels."""
 

@@ -49,6 +49,7 @@ def _root(
 
 
 # Command modules register themselves on `app` when imported.
+from mmdata.cli import sim as _sim  # noqa: E402, F401
 from mmdata.cli import validate as _validate  # noqa: E402, F401
 
 
