@@ -690,9 +690,10 @@ class Grid:
 UNITS = st.one_of(st.integers(1, 30), st.integers(1, 10**7))
 
 
-def draw_levels(grid: Grid, data: st.DataObject, is_bid: bool, max_size: int) -> Levels:
+def draw_levels(grid: Grid, data: st.DataObject, is_bid: bool, max_size: int, min_size: int = 0) -> Levels:
     """Distinct price slots of one side with non-zero quantities."""
-    slots = data.draw(st.lists(st.integers(0, grid.levels - 1), unique=True, max_size=max_size))
+    slot = st.integers(0, grid.levels - 1)
+    slots = data.draw(st.lists(slot, unique=True, min_size=min_size, max_size=max_size))
     return [
         (grid.price_text(grid.price(is_bid, k), data), grid.qty_text(data.draw(UNITS), data)) for k in slots
     ]
@@ -835,7 +836,7 @@ class TestKrakenChecksumProperties:
             if harness.engine.state is S.RESYNCING and data.draw(st.booleans()):
                 harness.resubscribe()
 
-    @settings(max_examples=100)
+    @settings(max_examples=50)
     @given(st.data())
     def test_honest_stream_never_mismatches(self, data: st.DataObject) -> None:
         grid, pp, qp = kraken_grid(data)
@@ -1078,15 +1079,17 @@ class BitfinexHarness:
         engine = self.engine
         value = ref_bitfinex_checksum(self.venue)
         pre = dataclasses.replace(engine.stats)
+        pre_state = engine.state
         outputs = list(engine.receive(fcs(value)))
-        if engine.state is S.RESYNCING and pre.checksum_mismatches == engine.stats.checksum_mismatches:
-            assert outputs == []
+        if pre_state is S.RESYNCING:
+            assert outputs == []  # no book to check until the resubscribe
             assert engine.stats.unsynced_ignored == pre.unsynced_ignored + 1
         elif ref_bitfinex_string(self.local) != ref_bitfinex_string(self.venue):
             assert outputs[0] == ChecksumMismatch(FSYM, value, ref_bitfinex_checksum(self.local))
             assert transitions(outputs) == [(S.SYNCED, S.RESYNCING)]
             check_resync_outputs(outputs, FSYM)
             assert len(engine.book) == 0
+            assert engine.stats.checksum_mismatches == pre.checksum_mismatches + 1
         else:
             assert outputs == []  # the book did not change: nothing to announce
             assert engine.stats.checksums_verified == pre.checksums_verified + 1
@@ -1121,7 +1124,8 @@ class TestBitfinexChecksumProperties:
     def test_random_corruption_and_breaks(self, data: st.DataObject) -> None:
         grid = bitfinex_grid(data)
         harness = BitfinexHarness(grid)
-        harness.subscribe(draw_levels(grid, data, True, 35), draw_levels(grid, data, False, 35))
+        # Often deeper than the 25 checksummed levels, so some corruption is out of sight.
+        harness.subscribe(draw_levels(grid, data, True, 40, 15), draw_levels(grid, data, False, 40, 15))
         for _ in range(data.draw(st.integers(1, 30))):
             step = data.draw(st.sampled_from(("update",) * 4 + ("checksum",) * 2 + ("break",)))
             if step == "checksum":
