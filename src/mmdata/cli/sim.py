@@ -40,7 +40,12 @@ def sim(
     ] = None,
     symbol: Annotated[
         list[str] | None,
-        typer.Option("--symbol", "-s", help="Symbol in the venue's spelling (repeatable; comma lists too)."),
+        typer.Option(
+            "--symbol",
+            "--symbols",
+            "-s",
+            help="Symbols in the venue's spelling (repeatable, or a comma list). Default: six per venue.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 0,

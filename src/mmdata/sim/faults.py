@@ -39,8 +39,8 @@ class FaultPlan:
     malformed_every: int = 0  # every Nth frame is replaced by a malformed one
     oversized_every: int = 0  # every Nth frame is followed by a 9 MiB frame
     disconnect_every_s: float = 0.0  # abrupt TCP close of every client
-    stall_every_s: float = 0.0  # stop sending (even heartbeats) …
-    stall_s: float = 0.0  # … for this long
+    stall_every_s: float = 0.0  # after this long of normal sending, stop sending (even heartbeats) …
+    stall_s: float = 0.0  # … for this long; then again
     rest_429_every: int = 0  # every Nth REST request → 429 Too Many Requests
     rest_418_every: int = 0  # every Nth REST request → 418 (IP banned)
     rest_5xx_every: int = 0  # every Nth REST request → 503

@@ -42,7 +42,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from mmdata.errors import ConfigError
+from mmdata.sim.binance import BinanceSim
+from mmdata.sim.bitfinex import BitfinexSim
 from mmdata.sim.faults import FaultPlan, FrameFaults, RestFaults
+from mmdata.sim.kraken import KrakenSim
+from mmdata.sim.market import SyntheticMarket, default_specs
 from mmdata.sim.model import MarketStep, OutFrame, RestResponse, VenueSession, VenueSim
 
 __all__ = ["VENUES", "BaseLoopbackServer", "SimServer"]
@@ -54,11 +58,6 @@ _REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def _venue_classes() -> Mapping[str, Callable[..., VenueSim]]:
-    # Imported here so that `mmdata.sim.server` loads even while a venue module is being built.
-    from mmdata.sim.binance import BinanceSim  # noqa: PLC0415
-    from mmdata.sim.bitfinex import BitfinexSim  # noqa: PLC0415
-    from mmdata.sim.kraken import KrakenSim  # noqa: PLC0415
-
     return {"binance": BinanceSim, "kraken": KrakenSim, "bitfinex": BitfinexSim}
 
 
@@ -226,7 +225,6 @@ class SimServer(BaseLoopbackServer):
         past_days: int = 30,
     ) -> None:
         super().__init__(host=host, port=port, clock=clock)
-        from mmdata.sim.market import SyntheticMarket, default_specs  # noqa: PLC0415
 
         name = exchange.strip().lower()
         venues = _venue_classes()
@@ -383,8 +381,9 @@ class SimServer(BaseLoopbackServer):
         if plan.stall_every_s > 0 and plan.stall_s > 0:
 
             def stall() -> None:
+                # Stall for stall_s, then send normally for stall_every_s before the next stall.
                 client.stalled_until = loop.time() + plan.stall_s
-                timers.append(loop.call_later(plan.stall_every_s, stall))
+                timers.append(loop.call_later(plan.stall_s + plan.stall_every_s, stall))
 
             timers.append(loop.call_later(plan.stall_every_s, stall))
         if plan.venue_restart_after_s > 0:
