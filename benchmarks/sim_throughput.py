@@ -128,9 +128,7 @@ def main(quick: bool = False) -> None:
         bare_rate, bare_cpu = _measure(
             [sys.executable, "-c", BARE_SERVER, sample], "/", [], n_clients, seconds
         )
-        print(
-            f"  {n_clients:>2} client(s)  bare sender {bare_rate:>9,.0f} msg/s, {bare_cpu:5.1f} µs CPU/msg"
-        )
+        print(f"  {n_clients:>2} client(s)  bare sender {bare_rate:>9,.0f} msg/s, {bare_cpu:5.1f} µs CPU/msg")
         for venue, (path, messages) in venues.items():
             cmd = [
                 sys.executable,
