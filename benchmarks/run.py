@@ -17,6 +17,8 @@ kraken_checksum   Kraken v2 checksum per update on a depth-25 book (target ≤ 5
 bitfinex_checksum Bitfinex checksum per ``cs`` frame on a 25+25-level book (target ≤ 10 µs).
 validate_btcusdt  ``validate_capture`` on the real BTCUSDT capture (frames/s vs A and B; target ≥ 40 %).
 validate_synth    ``validate_capture`` on a synthetic Binance stream of ≥ 1M diffs (vs A and B).
+sim_throughput    simulator messages/s to 1 and 10 loopback clients and server CPU per message, vs a
+                  bare websockets sender (see benchmarks/sim_throughput.py).
 """
 
 from __future__ import annotations
@@ -370,7 +372,14 @@ def bench_validate_synth(quick: bool) -> None:
     _bench_validate(f"validate_synth ({n:,} synthetic Binance diffs)", path, 1 if not quick else 2)
 
 
+def bench_sim(quick: bool) -> None:
+    import sim_throughput  # a sibling script (benchmarks/ is on sys.path when run.py runs)
+
+    sim_throughput.main(quick)
+
+
 BENCHES: dict[str, Callable[[bool], None]] = {
+    "sim_throughput": bench_sim,
     "kraken_checksum": bench_kraken,
     "bitfinex_checksum": bench_bitfinex,
     "validate_btcusdt": bench_validate_btcusdt,
