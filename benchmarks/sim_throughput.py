@@ -1,11 +1,12 @@
 """Simulator throughput: messages/s to 1 and to 10 loopback clients, server CPU per message.
 
 The server runs in its own process (``python -m mmdata sim --json``); clients run in a
-second process and count what they receive for a fixed time. Server CPU comes from
-``/proc/<pid>/stat``. Baseline, measured in the same run: a bare ``websockets`` server in
-its own process that sends one pre-encoded frame in a loop to the same number of
-clients — the most a Python websockets server can push here; the simulator's rate is
-reported as a ratio to it.
+second process, connect and subscribe, then all count what they receive in one common
+window, over which the server's CPU time is read from ``/proc/<pid>/stat``.
+
+Baseline, measured in the same run: a bare ``websockets`` server in its own process that
+sends one pre-encoded frame in a loop to the same number of clients — the most a Python
+websockets server can push here; the simulator's rate is reported as a ratio to it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -41,25 +41,33 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _client_process(url: str, messages: list[str], n_clients: int, seconds: float, out: Any) -> None:
-    async def one(counts: list[int], i: int) -> None:
-        async with connect(url, compression=None, max_size=None) as ws:
-            for text in messages:
-                await ws.send(text)
-            await asyncio.sleep(0.5)  # settle: snapshots and acks are not counted
-            start = time.perf_counter()
-            n = 0
-            while time.perf_counter() - start < seconds:
-                try:
-                    await asyncio.wait_for(ws.recv(), 1.0)
-                    n += 1
-                except TimeoutError:
-                    pass
-            counts[i] = n
+    """Connect and subscribe every client first, then count in ONE common window."""
 
     async def run() -> None:
+        conns = []
+        for _ in range(n_clients):
+            ws = await connect(url, compression=None, max_size=None)
+            for text in messages:
+                await ws.send(text)
+            conns.append(ws)
+        await asyncio.sleep(0.5)  # snapshots and acks arrive (websockets buffers ≤ 16 frames per client)
+        out.put("ready")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
         counts = [0] * n_clients
-        await asyncio.gather(*(one(counts, i) for i in range(n_clients)))
+
+        async def count(i: int, ws: Any) -> None:
+            while (left := end - loop.time()) > 0:
+                try:
+                    await asyncio.wait_for(ws.recv(), left)
+                    counts[i] += 1
+                except TimeoutError:
+                    break
+
+        await asyncio.gather(*(count(i, ws) for i, ws in enumerate(conns)))
         out.put(counts)
+        for ws in conns:
+            await ws.close()
 
     asyncio.run(run())
 
@@ -95,11 +103,12 @@ def _measure(
         url = info["ws_url"] + path
         queue: Any = mp.Queue()
         client = mp.Process(target=_client_process, args=(url, messages, n_clients, seconds, queue))
-        cpu0 = _cpu_seconds(proc.pid)
         client.start()
+        assert queue.get(timeout=120) == "ready"
+        cpu0 = _cpu_seconds(proc.pid)
         counts = queue.get(timeout=seconds + 60)
-        client.join()
         cpu = _cpu_seconds(proc.pid) - cpu0
+        client.join()
     finally:
         proc.terminate()
         proc.wait()
