@@ -33,6 +33,7 @@ from mmdata.types import (
     Unknown,
     VenueStatus,
 )
+from tests.vectors import KRAKEN_GUIDE_ASKS, KRAKEN_GUIDE_BIDS, MATIC_ASKS, MATIC_BIDS
 
 KRAKEN_BOOK10 = "kraken_btcusd_book10_2023.capture.jsonl.gz"
 
@@ -51,30 +52,6 @@ MATIC_SNAPSHOT = (
     '{"price":0.5676,"qty":42514.92434778},{"price":0.5677,"qty":36304.0847022}],'
     '"checksum":2439117997,"timestamp":"2023-10-06T17:35:55.440295Z"}]}'
 )
-MATIC_BIDS = [
-    ("0.5666", "4831.75496356"),
-    ("0.5665", "6658.22734739"),
-    ("0.5664", "18724.91513344"),
-    ("0.5663", "11563.92544914"),
-    ("0.5662", "14006.65365711"),
-    ("0.5661", "17454.85679807"),
-    ("0.566", "18097.1547"),
-    ("0.5659", "33644.89175666"),
-    ("0.5658", "148.3464"),
-    ("0.5657", "606.70854372"),
-]
-MATIC_ASKS = [
-    ("0.5668", "4410.79769741"),
-    ("0.5669", "4655.40412487"),
-    ("0.567", "49844.89424998"),
-    ("0.5671", "24306.41678"),
-    ("0.5672", "29783.25223475"),
-    ("0.5673", "57234.71239278"),
-    ("0.5674", "45065.04744"),
-    ("0.5675", "5912.76380354"),
-    ("0.5676", "42514.92434778"),
-    ("0.5677", "36304.0847022"),
-]
 MATIC_UPDATE = (
     '{"channel":"book","type":"update","data":[{"symbol":"MATIC/USD",'
     '"bids":[{"price":0.5657,"qty":1098.3947558}],"asks":[],'
@@ -644,20 +621,6 @@ def test_timestamp_cache_survives_many_seconds(kraken: KrakenV2) -> None:
 
 
 # -- checksums through parser + engine (PROTOCOLS.md §B.3) ----------------------------------------
-GUIDE_BIDS = [
-    ("45283.5", "0.10000000"), ("45283.4", "1.54582015"), ("45282.1", "0.10000000"),
-    ("45281.0", "0.10000000"), ("45280.3", "1.54592586"), ("45279.0", "0.07990000"),
-    ("45277.6", "0.03310103"), ("45277.5", "0.30000000"), ("45277.3", "1.54602737"),
-    ("45276.6", "0.15445238"),
-]  # fmt: skip
-GUIDE_ASKS = [
-    ("45285.2", "0.00100000"), ("45286.4", "1.54571953"), ("45286.6", "1.54571109"),
-    ("45289.6", "1.54560911"), ("45290.2", "0.15890660"), ("45291.8", "1.54553491"),
-    ("45294.7", "0.04454749"), ("45296.1", "0.35380000"), ("45297.5", "0.09945542"),
-    ("45299.5", "0.18772827"),
-]  # fmt: skip
-
-
 def snapshot_frame(
     symbol: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]], checksum: int
 ) -> str:
@@ -680,7 +643,7 @@ def instrument_frame(symbol: str, price_precision: int, qty_precision: int) -> s
 
 
 def test_guide_checksum_direct() -> None:
-    assert kraken_v2_checksum(GUIDE_ASKS, GUIDE_BIDS, 1, 8) == 3310070434
+    assert kraken_v2_checksum(KRAKEN_GUIDE_ASKS, KRAKEN_GUIDE_BIDS, 1, 8) == 3310070434
 
 
 @pytest.mark.parametrize("float_normalized", [False, True])
@@ -688,7 +651,7 @@ def test_guide_checksum_through_parser_and_engine(kraken: KrakenV2, float_normal
     def norm(side: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(p, str(float(q))) for p, q in side] if float_normalized else side
 
-    frame = snapshot_frame("BTC/USD", norm(GUIDE_BIDS), norm(GUIDE_ASKS), 3310070434)
+    frame = snapshot_frame("BTC/USD", norm(KRAKEN_GUIDE_BIDS), norm(KRAKEN_GUIDE_ASKS), 3310070434)
     engine = kraken.new_sync_engine("BTC/USD", 10)
     for event in kraken.parse(instrument_frame("BTC/USD", 1, 8)) + kraken.parse(frame):
         engine.receive(event)
