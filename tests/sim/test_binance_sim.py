@@ -32,6 +32,7 @@ from mmdata.sim.model import (
     SimTrade,
 )
 from mmdata.types import Ack, BookDiff, Trade, VenueStatus
+from tests.sim.oracles import brute_candles
 
 # 2023-11-14T22:13:20Z: a 100 ms and 1 s boundary but not a minute one, which keeps window maths honest.
 START_MS = 1_700_000_000_000
@@ -137,29 +138,7 @@ class FakeMarket:
     def candles(
         self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, *, limit: int = 1000
     ) -> list[SimCandle]:
-        groups: dict[int, list[SimTrade]] = defaultdict(list)
-        for t in self.trade_log[symbol]:
-            groups[t.ts_ms // interval_ms * interval_ms].append(t)
-        out = []
-        for open_ms in sorted(groups):
-            if start_ms <= open_ms < end_ms:
-                ts = groups[open_ms]
-                out.append(
-                    SimCandle(
-                        open_ms,
-                        interval_ms,
-                        ts[0].price,
-                        max(t.price for t in ts),
-                        min(t.price for t in ts),
-                        ts[-1].price,
-                        sum(t.qty for t in ts),
-                        sum(t.price * t.qty for t in ts),
-                        len(ts),
-                        ts[0].trade_id,
-                        ts[-1].trade_id,
-                    )
-                )
-        return out[:limit]
+        return brute_candles(self.trade_log[symbol], interval_ms, start_ms, end_ms, limit)
 
 
 ADAPTER = get("binance")

@@ -49,6 +49,7 @@ from mmdata.sim.model import (
     js_number_text,
 )
 from mmdata.types import Ack, BookChecksum, BookDiff, BookSnapshot, SequenceBreak, Trade, VenueStatus
+from tests.sim.oracles import brute_candles
 
 START_MS = 1_700_000_000_000
 BTC = InstrumentSpec("tBTCUSD", price_precision=1, qty_precision=8, start_price=300_000, tick=1)
@@ -269,32 +270,6 @@ class FakeMarket:
                 )
             )
         return out
-
-
-def brute_candles(trades: Sequence[SimTrade], interval: int, start: int, end: int) -> list[SimCandle]:
-    groups: dict[int, list[SimTrade]] = {}
-    for t in trades:
-        if start <= t.ts_ms - t.ts_ms % interval < end:
-            groups.setdefault(t.ts_ms - t.ts_ms % interval, []).append(t)
-    out = []
-    for open_ms in sorted(groups):
-        g = groups[open_ms]
-        out.append(
-            SimCandle(
-                open_ms,
-                interval,
-                g[0].price,
-                max(t.price for t in g),
-                min(t.price for t in g),
-                g[-1].price,
-                sum(t.qty for t in g),
-                sum(t.qty * t.price for t in g),
-                len(g),
-                g[0].trade_id,
-                g[-1].trade_id,
-            )
-        )
-    return out
 
 
 # -- independent checker (PROTOCOLS.md §C.2-§C.3, reference code) ----------------------------------

@@ -39,6 +39,7 @@ from mmdata.sim.model import (
     SimTrade,
 )
 from mmdata.types import Ack, BookSnapshot, Instrument, Trade, Unknown, VenueStatus
+from tests.sim.oracles import brute_candles
 
 KRAKEN = mmdata.exchanges.get("kraken")
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -278,32 +279,6 @@ class FakeMarket:
             new = [worst + sign * tick * (2 * i + 2) for i in range(self.rng.randrange(5, 40))]
             return [LevelChange(side, p, self._qty()) for p in new if p > 0], []  # type: ignore[arg-type]
         return [], []
-
-
-def brute_candles(trades: list[SimTrade], interval_ms: int) -> list[SimCandle]:
-    """Candles from trades, empty intervals omitted (the Market contract)."""
-    groups: dict[int, list[SimTrade]] = {}
-    for t in trades:
-        groups.setdefault(t.ts_ms // interval_ms * interval_ms, []).append(t)
-    out = []
-    for open_ms in sorted(groups):
-        g = groups[open_ms]
-        out.append(
-            SimCandle(
-                open_ms,
-                interval_ms,
-                g[0].price,
-                max(t.price for t in g),
-                min(t.price for t in g),
-                g[-1].price,
-                sum(t.qty for t in g),
-                sum(t.qty * t.price for t in g),
-                len(g),
-                g[0].trade_id,
-                g[-1].trade_id,
-            )
-        )
-    return out
 
 
 def past_trades(symbol: str, n: int, start_ms: int, *, seed: int = 7, spread_ms: int = 3) -> list[SimTrade]:

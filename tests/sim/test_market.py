@@ -7,7 +7,7 @@ from ``trades()``.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
 
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from mmdata import exchanges
 from mmdata.errors import ConfigError
 from mmdata.sim.market import MINUTE_MS, SyntheticMarket, default_specs
-from mmdata.sim.model import InstrumentSpec, MarketStep, SimCandle, SimTrade, js_number_text
+from mmdata.sim.model import InstrumentSpec, MarketStep, SimTrade, js_number_text
+from tests.sim.oracles import brute_candles
 
 START = 1_700_000_000_123  # deliberately not on a minute boundary
 DAY = 86_400_000
@@ -322,35 +323,6 @@ def test_trades_filters_match_brute_force(
     assert got == expected
 
 
-def _brute_candles(
-    trades: list[SimTrade], interval: int, start: int, end: int, limit: int
-) -> list[SimCandle]:
-    buckets: dict[int, list[SimTrade]] = defaultdict(list)
-    for t in trades:
-        buckets[t.ts_ms - t.ts_ms % interval].append(t)
-    out = []
-    for open_ms in sorted(buckets):
-        if not start <= open_ms < end:
-            continue
-        ts = buckets[open_ms]
-        out.append(
-            SimCandle(
-                open_ms=open_ms,
-                interval_ms=interval,
-                open=ts[0].price,
-                high=max(t.price for t in ts),
-                low=min(t.price for t in ts),
-                close=ts[-1].price,
-                volume=sum(t.qty for t in ts),
-                quote_volume=sum(t.price * t.qty for t in ts),
-                trades=len(ts),
-                first_trade_id=ts[0].trade_id,
-                last_trade_id=ts[-1].trade_id,
-            )
-        )
-    return out[:limit]
-
-
 INTERVALS = [MINUTE_MS, 5 * MINUTE_MS, 3_600_000, DAY, 1000, 7 * MINUTE_MS + 500]
 
 
@@ -366,7 +338,7 @@ def test_candles_match_brute_force(
 ) -> None:
     market, every = small_market
     got = market.candles("BTCUSDT", interval, start, start + span, limit=limit)
-    assert got == _brute_candles(every, interval, start, start + span, limit)
+    assert got == brute_candles(every, interval, start, start + span, limit)
     # Served twice (cached the second time): the same answer.
     assert market.candles("BTCUSDT", interval, start, start + span, limit=limit) == got
 
@@ -375,7 +347,7 @@ def test_candles_whole_range_and_running_candle(small_market: tuple[SyntheticMar
     market, every = small_market
     for interval in INTERVALS[:4]:
         got = market.candles("BTCUSDT", interval, 0, 2**62, limit=10**6)
-        assert got == _brute_candles(every, interval, 0, 2**62, 10**6)
+        assert got == brute_candles(every, interval, 0, 2**62, 10**6)
         assert got[-1].last_trade_id == every[-1].trade_id  # the running candle is included
         assert sum(c.trades for c in got) == len(every)
         # Candles of whole minutes straddling past -> live join seamlessly.
