@@ -39,6 +39,7 @@ from mmdata.types import (
     SequenceBreak,
     Trade,
 )
+from tests import reference
 from tests.vectors import MATIC_ASKS, MATIC_BIDS, XRPBTC_ASKS, XRPBTC_SNAPSHOT_BIDS
 
 Text = tuple[str, str]
@@ -117,51 +118,25 @@ class ModelBook:
 
 
 def ref_kraken_string(book: ModelBook, pp: int, qp: int) -> str:
-    """PROTOCOLS.md §B.3: top 10 asks ascending then top 10 bids descending, fixed decimals, no dot."""
-
-    def fmt(text: str, precision: int) -> str:
-        return f"{Decimal(text):.{precision}f}".replace(".", "").lstrip("0")
-
+    """PROTOCOLS.md §B.3 checksum string of the model book (see tests/reference.py)."""
     bids, asks = book.top()
-    return "".join(fmt(p, pp) + fmt(q, qp) for p, q in asks[:10] + bids[:10])
+    return reference.ref_kraken_string(asks, bids, pp, qp)
 
 
 def ref_kraken_checksum(book: ModelBook, pp: int, qp: int) -> int:
     """Unsigned CRC-32 of :func:`ref_kraken_string`."""
-    return zlib.crc32(ref_kraken_string(book, pp, qp).encode()) & 0xFFFFFFFF
+    bids, asks = book.top()
+    return reference.ref_kraken_checksum(asks, bids, pp, qp)
 
 
 def ref_bitfinex_string(book: ModelBook) -> str:
-    """PROTOCOLS.md §C.3: interleave bid/ask ``price:amount`` for i < 25, ask amounts negative."""
-    bids, asks = book.top()
-    parts: list[str] = []
-    for i in range(25):
-        if i < len(bids):
-            parts += [bids[i][0], bids[i][1]]
-        if i < len(asks):
-            parts += [asks[i][0], "-" + asks[i][1]]
-    return ":".join(parts)
+    """PROTOCOLS.md §C.3 checksum string of the model book."""
+    return reference.ref_bitfinex_string(*book.top())
 
 
 def ref_bitfinex_checksum(book: ModelBook) -> int:
     """Signed CRC-32 of :func:`ref_bitfinex_string`."""
-    crc = zlib.crc32(ref_bitfinex_string(book).encode()) & 0xFFFFFFFF
-    return crc - (1 << 32) if crc & 0x80000000 else crc
-
-
-def js_number_text(value: Decimal) -> str:
-    """How JavaScript prints a short decimal: exponent form below 1e-6, no trailing ``.0``."""
-    v = value.normalize()
-    if v == 0:
-        return "0"
-    if abs(v) < Decimal("1e-6"):
-        _, digits, exponent = v.as_tuple()
-        assert isinstance(exponent, int)
-        mantissa = "".join(map(str, digits))
-        if len(mantissa) > 1:
-            mantissa = mantissa[0] + "." + mantissa[1:]
-        return f"{mantissa}e{exponent + len(digits) - 1}"
-    return f"{v:f}"
+    return reference.ref_bitfinex_checksum(*book.top())
 
 
 # ===================================================================================================
@@ -676,13 +651,13 @@ class Grid:
 
     def price_text(self, price: Decimal, data: st.DataObject) -> str:
         if self.venue == "bitfinex":
-            return js_number_text(price)  # one spelling per price: the checksum uses the text
+            return reference.js_number_text(price)  # one spelling per price: the checksum uses the text
         return data.draw(st.sampled_from((repr(float(price)), f"{price:f}", f"{price.normalize():f}")))
 
     def qty_text(self, units: int, data: st.DataObject) -> str:
         qty = units * self.qty_unit
         if self.venue == "bitfinex":
-            return js_number_text(qty)
+            return reference.js_number_text(qty)
         if units == 0:
             return data.draw(st.sampled_from(("0", "0.0", "0.00000000")))
         return data.draw(st.sampled_from((repr(float(qty)), f"{qty:f}", f"{qty.normalize():f}")))
@@ -1189,6 +1164,6 @@ class TestBitfinexRules:
 
     def test_not_truncated(self) -> None:
         engine = ChecksumSync.bitfinex(FSYM, depth=25)
-        deep = [(js_number_text(Decimal(k).scaleb(-10)), "1") for k in range(1, 40)]
+        deep = [(reference.js_number_text(Decimal(k).scaleb(-10)), "1") for k in range(1, 40)]
         engine.receive(fsnap(deep, []))
         assert engine.book.depth() == (39, 0)
