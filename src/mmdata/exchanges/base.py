@@ -63,6 +63,10 @@ class Exchange(Protocol):
         """Events in one received frame; raises ExchangeProtocolError for malformed/foreign frames."""
         ...
 
+    def resubscribe_messages(self, symbol: str, depth: int) -> list[str]:
+        """Frames that get one symbol a fresh book snapshot over the socket (empty for Binance)."""
+        ...
+
     def snapshot_request(self, symbol: str, depth: int) -> HttpRequest | None:
         """REST request for a book snapshot, or None where snapshots come over the socket."""
         ...

@@ -183,6 +183,10 @@ class BinanceSpot:
         """Nothing to send: the combined-stream URL already subscribes."""
         return []
 
+    def resubscribe_messages(self, symbol: str, depth: int) -> list[str]:
+        """Nothing: Binance books resync from a REST snapshot, the stream stays as it is."""
+        return []
+
     def symbol_fs(self, symbol: str) -> str:
         """File-system form of the symbol (see :func:`mmdata.exchanges.base.symbol_fs`)."""
         return _symbol_fs(symbol)

@@ -234,6 +234,26 @@ class BitfinexV2:
             out.append(dumps({"event": "subscribe", "channel": "trades", "symbol": sym}))
         return out
 
+    def resubscribe_messages(self, symbol: str, depth: int) -> list[str]:
+        """Unsubscribe one symbol's book channel (when this connection knows its chanId) and
+        subscribe again: the venue answers with a fresh snapshot (PROTOCOLS.md §C.1).
+
+        Used by the recorder after a checksum mismatch or sequence break; the symbol's
+        trades channel and the other symbols are not touched.
+        """
+        pair = self.normalize_symbol(symbol)
+        if depth not in BOOK_LENGTHS:
+            raise ConfigError(f"Bitfinex book depth must be one of {', '.join(map(str, BOOK_LENGTHS))}")
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        out = [
+            dumps({"event": "unsubscribe", "chanId": int(key)})
+            for key, (kind, sym, _channel) in self._channels.items()
+            if kind == _BOOK and sym == pair
+        ]
+        book = {"event": "subscribe", "channel": "book", "symbol": pair, "prec": self.prec}
+        out.append(dumps({**book, "freq": "F0", "len": str(depth)}))
+        return out
+
     # -- parsing ----------------------------------------------------------------
     def parse(self, frame: str) -> list[Event]:
         """Events of one received frame (see the module docstring).

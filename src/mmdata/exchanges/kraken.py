@@ -271,6 +271,21 @@ class KrakenV2:
         ]
         return [json.dumps(m, separators=(",", ":")) for m in messages]
 
+    def resubscribe_messages(self, symbol: str, depth: int) -> list[str]:
+        """Unsubscribe and subscribe again one symbol's book: a fresh snapshot after a mismatch.
+
+        Used by the recorder when :class:`~mmdata.book.sync.ChecksumSync` asks for a
+        snapshot; the other symbols on the connection are not touched (PROTOCOLS.md §B.2).
+        """
+        name = self.normalize_symbol(symbol)
+        _check_depth(depth)
+        params: dict[str, Any] = {"channel": "book", "symbol": [name], "depth": depth}
+        messages: list[dict[str, Any]] = [
+            {"method": "unsubscribe", "params": params, "req_id": _REQ_BOOK},
+            {"method": "subscribe", "params": {**params, "snapshot": True}, "req_id": _REQ_BOOK},
+        ]
+        return [json.dumps(m, separators=(",", ":")) for m in messages]
+
     # -- REST: none for books ---------------------------------------------------------------
     def snapshot_request(self, symbol: str, depth: int) -> HttpRequest | None:
         """None: Kraken book snapshots arrive on the WebSocket after subscribing."""

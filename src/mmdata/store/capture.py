@@ -42,6 +42,7 @@ __all__ = [
     "CaptureReader",
     "CaptureRecord",
     "CaptureWriter",
+    "gzip_lines",
     "open_capture",
 ]
 
@@ -132,6 +133,33 @@ def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | object]:
         yield _TOO_LONG
     elif pending:
         yield pending
+
+
+def gzip_lines(path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE) -> Iterator[bytes]:
+    """Lines (without newline) of a member-wise gzip file, or of a plain file.
+
+    Every complete line before a damaged or cut-short tail is yielded first; then
+    :class:`~mmdata.errors.CorruptFile` says where reading stopped. Over-long lines are
+    skipped (they cannot be a row any mmdata writer produced).
+    """
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+    with raw:
+        head = raw.read(2)
+        raw.seek(0)
+        chunks = _gunzip_chunks(raw) if head == b"\x1f\x8b" else _raw_chunks(raw)
+        try:
+            for line in _lines(chunks, max_line_bytes):
+                if line is not _TOO_LONG:
+                    yield line  # type: ignore[misc]
+        except EOFError as exc:
+            raise CorruptFile(f"{path}: {exc} (complete rows before it were read)", path=str(path)) from exc
+        except zlib.error as exc:
+            raise CorruptFile(f"{path}: corrupt gzip data ({exc})", path=str(path)) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
 
 
 class CaptureReader:
