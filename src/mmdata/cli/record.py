@@ -374,6 +374,10 @@ def record_command(
                 with open_capture(replay) as reader:
                     exchange = exchange or reader.header.exchange
                     symbols = symbols or list(reader.header.symbols)
+                    recorded_depth = reader.header.extra.get("depth")
+                if book_depth is None and isinstance(recorded_depth, int):
+                    book_depth = recorded_depth  # the depth the capture was subscribed with
+                    depth_levels = min(depth_levels, recorded_depth)
             sim = SimulateOptions(seed=seed, rate=rate, faults=plan, replay=replay, speed=speed)
         elif sim_fault:
             raise fail("--sim-fault needs --simulate")

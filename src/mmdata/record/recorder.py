@@ -190,9 +190,9 @@ class Recorder:
         self.wall_ns = wall_ns
         self.monotonic = monotonic
         self.exchange = config.exchange.strip().lower()
-        probe = exchanges.get(self.exchange, ws_base=config.ws_url, rest_base=config.rest_url)
-        names = list(dict.fromkeys(probe.normalize_symbol(s) for s in config.symbols))
         self.depth = book_depth_for(self.exchange, config.depth_levels, config.book_depth)
+        probe = self._new_adapter()
+        names = list(dict.fromkeys(probe.normalize_symbol(s) for s in config.symbols))
         if self.exchange != "binance":
             probe.subscribe_messages(names[:1], self.depth)  # venue checks of depth, early
         started = datetime.fromtimestamp(wall_ns() / 1e9, tz=UTC)
@@ -233,6 +233,17 @@ class Recorder:
         self._next_boundary = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.captures: list[str] = []
+        #: Recording a replayed capture: one session only (a reconnect would replay it again),
+        #: and snapshot fetches in flight when the capture ends are awaited, not dropped.
+        self.replay_mode = False
+
+    def _new_adapter(self) -> Exchange:
+        config = self.config
+        adapter = exchanges.get(self.exchange, ws_base=config.ws_url, rest_base=config.rest_url)
+        if isinstance(adapter, exchanges.BinanceSpot):
+            # REST snapshots exactly as deep as configured (weight 50 at 1000, 250 at 5000).
+            adapter.snapshot_limit = self.depth
+        return adapter
 
     # -- public -------------------------------------------------------------------------------
     def status(self) -> RecorderStatus:
@@ -417,14 +428,16 @@ class Recorder:
             try:
                 async for conn in gen:
                     await self._session(c, conn, names)
-                    if not self._in_window.is_set():
+                    if self.replay_mode:
+                        self._stop.set()
+                    if not self._in_window.is_set() or self._stop.is_set():
                         break
             finally:
                 await gen.aclose()  # type: ignore[attr-defined]
 
     async def _session(self, c: _Connection, conn: WsConnection, names: list[str]) -> None:
         config = self.config
-        adapter = exchanges.get(self.exchange, ws_base=config.ws_url, rest_base=config.rest_url)
+        adapter = self._new_adapter()
         c.adapter = adapter
         c.conn = conn
         c.epoch += 1
@@ -443,10 +456,12 @@ class Recorder:
         reason = "closed"
         code: int | None = None
         try:
-            for text in adapter.subscribe_messages(names, self.depth):
-                await conn.send(text)
-                if c.capture is not None:
-                    c.capture.write("ws_sent", url, text, t=self.wall_ns())
+            with contextlib.suppress(ConnectionLost):
+                # A peer that closed at once may still have sent frames: read them below.
+                for text in adapter.subscribe_messages(names, self.depth):
+                    await conn.send(text)
+                    if c.capture is not None:
+                        c.capture.write("ws_sent", url, text, t=self.wall_ns())
             await self._read(c, conn)
             reason = c.reconnect_reason or "closed"
         except ConnectionLost as exc:
@@ -459,6 +474,12 @@ class Recorder:
             if c.capture is not None:
                 c.capture.write("ws_close", url, reason, t=self.wall_ns())
                 c.capture.flush()
+            if self.replay_mode:
+                waited = 0.0
+                while waited < 10.0 and any(s.symbol in self._fetching for s in c.symbols):
+                    await asyncio.sleep(0.02)
+                    waited += 0.02
+            c.epoch += 1  # snapshot fetches still in flight belonged to this session: dropped
             for sym in c.symbols:
                 sym.event(
                     "ws_close",
@@ -619,7 +640,7 @@ class Recorder:
         http = self._http
         assert http is not None
         try:
-            while not self._stop.is_set() and c.epoch == epoch and c.conn is not None:
+            while not self._stop.is_set() and c.epoch == epoch:
                 request = c.adapter.snapshot_request(sym.symbol, self.depth)
                 assert request is not None
                 url = request.url + ("?" + urlencode(request.params) if request.params else "")
@@ -726,6 +747,7 @@ async def record_async(
     stop = stop or asyncio.Event()
     if simulate is None:
         recorder = Recorder(config, wall_ns=wall_ns)
+        recorder.replay_mode = simulate.replay is not None
         if on_ready is not None:
             on_ready(recorder)
         return await recorder.run(stop=stop, progress=progress, progress_every_s=progress_every_s)
@@ -745,6 +767,7 @@ async def record_async(
         ws_url = server.ws_url + _SIM_WS_PATH.get(probe.name, "")
         config = replace(config, ws_url=ws_url, rest_url=server.rest_url)
         recorder = Recorder(config, wall_ns=wall_ns)
+        recorder.replay_mode = simulate.replay is not None
         if on_ready is not None:
             on_ready(recorder)
         return await recorder.run(stop=stop, progress=progress, progress_every_s=progress_every_s)
