@@ -9,7 +9,10 @@ raise only these::
     MMDataError
     ├── ExchangeError                 a venue said or sent something we cannot use
     │   ├── ExchangeProtocolError     malformed / foreign / unexpected frame or body
-    │   └── RateLimited               HTTP 429 / 418, with retry_after seconds
+    │   ├── RateLimited               HTTP 429 / 418, with retry_after seconds
+    │   ├── ConnectionFailed          could not connect: refused, handshake failed, open timed out
+    │   ├── ConnectionLost            an open WebSocket ended (close code, reason, clean)
+    │   └── HttpError                 non-retryable HTTP status, or a request failing after retries
     ├── BookSyncError                 a local book cannot be trusted
     │   ├── SequenceGap               missing update ids (expected, got)
     │   └── ChecksumMismatch          venue checksum differs from the local book
@@ -27,9 +30,12 @@ __all__ = [
     "BookSyncError",
     "ChecksumMismatch",
     "ConfigError",
+    "ConnectionFailed",
+    "ConnectionLost",
     "CorruptFile",
     "ExchangeError",
     "ExchangeProtocolError",
+    "HttpError",
     "MMDataError",
     "RateLimited",
     "SequenceGap",
@@ -64,6 +70,47 @@ class RateLimited(ExchangeError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class ConnectionFailed(ExchangeError):
+    """A connection to ``url`` could not be opened: refused, unreachable, bad URL, failed or
+    timed-out handshake. Nothing was received, so retrying later is always safe.
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ConnectionLost(ExchangeError):
+    """An open WebSocket ended, for any reason.
+
+    ``code``/``reason`` are the close frame the peer sent (``None``/``""`` when the TCP
+    connection died without one, i.e. close code 1006); ``clean`` is True when the closing
+    handshake completed in both directions (the RFC 6455 "wasClean").
+    """
+
+    def __init__(
+        self, message: str, *, code: int | None = None, reason: str = "", clean: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.clean = clean
+
+
+class HttpError(ExchangeError):
+    """An HTTP request failed for good: a non-retryable status (``status``), or a transport
+    failure or server error that outlived its retries (``status`` None for no response).
+
+    ``body`` holds the first 512 characters of the response body for the ledger.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str = "", body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.body = body[:512]
 
 
 class BookSyncError(MMDataError):

@@ -436,7 +436,6 @@ class Recorder:
                 await gen.aclose()  # type: ignore[attr-defined]
 
     async def _session(self, c: _Connection, conn: WsConnection, names: list[str]) -> None:
-        config = self.config
         adapter = self._new_adapter()
         c.adapter = adapter
         c.conn = conn
@@ -747,7 +746,6 @@ async def record_async(
     stop = stop or asyncio.Event()
     if simulate is None:
         recorder = Recorder(config, wall_ns=wall_ns)
-        recorder.replay_mode = simulate.replay is not None
         if on_ready is not None:
             on_ready(recorder)
         return await recorder.run(stop=stop, progress=progress, progress_every_s=progress_every_s)

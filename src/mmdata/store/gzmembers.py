@@ -11,6 +11,15 @@ is lost, and everything flushed before stays readable.
 if the file ends inside a cut-short or corrupt member it moves those bytes aside into a
 sidecar file next to it (``<name>.damaged-<n>``, never deleted) and truncates the file
 to the last complete member, so appending can resume on a clean boundary.
+
+:func:`last_lines` is how a restarted recorder resumes its counters: it reads only the
+end of the file. Gzip has no index, so it searches backwards for the member magic
+(``1f 8b 08``) and decompresses from each candidate; the first candidate that yields a
+complete member (its CRC-32 and length check out, so a false match inside compressed
+data is not taken) ending exactly at end of file is the last member. If the newest
+complete member ends short of end of file the tail is damaged, and it falls back to
+:func:`scan_members` (one streaming pass) to find the good members, as
+:func:`repair_tail` would.
 """
 
 from __future__ import annotations
@@ -18,16 +27,19 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from mmdata.errors import StoreError
 
-__all__ = ["MemberWriter", "TailReport", "repair_tail", "scan_members"]
+__all__ = ["MemberWriter", "TailReport", "last_lines", "repair_tail", "scan_members"]
 
 _CHUNK = 1 << 16
 _WBITS = 16 + zlib.MAX_WBITS
+_MAGIC = b"\x1f\x8b\x08"  # gzip id + deflate method: how every member starts
 
 
 class MemberWriter:
@@ -99,13 +111,21 @@ class MemberWriter:
 class TailReport:
     """What :func:`scan_members` found: complete members and where the good part ends."""
 
-    __slots__ = ("damage", "good_end", "members", "size")
+    __slots__ = ("damage", "good_end", "last_member_start", "members", "size")
 
-    def __init__(self, members: int, good_end: int, size: int, damage: str | None) -> None:
+    def __init__(
+        self,
+        members: int,
+        good_end: int,
+        size: int,
+        damage: str | None,
+        last_member_start: int | None = None,
+    ) -> None:
         self.members = members
         self.good_end = good_end  # byte offset just after the last complete member
         self.size = size
         self.damage = damage  # None when the file ends on a member boundary
+        self.last_member_start = last_member_start  # where the last complete member begins; None if none
 
     @property
     def ok(self) -> bool:
@@ -118,6 +138,7 @@ def scan_members(path: str | Path) -> TailReport:
     path = Path(path)
     members = 0
     good_end = 0
+    last_start: int | None = None
     consumed = 0  # compressed bytes fed to the decompressor so far
     dec = zlib.decompressobj(_WBITS)
     in_member = False
@@ -135,6 +156,7 @@ def scan_members(path: str | Path) -> TailReport:
                     break
                 if dec.eof:
                     rest = dec.unused_data
+                    last_start = good_end  # this member began where the previous one ended
                     good_end = consumed - len(rest)
                     members += 1
                     in_member = False
@@ -144,7 +166,100 @@ def scan_members(path: str | Path) -> TailReport:
                     data = b""
     if damage is None and in_member:
         damage = f"gzip member cut short after byte {good_end}"
-    return TailReport(members, good_end, size, damage)
+    return TailReport(members, good_end, size, damage, last_start)
+
+
+def last_lines(path: str | Path, n: int = 1) -> list[bytes]:
+    """The last ``n`` complete lines (without newline) of the last complete member(s), oldest first.
+
+    Reads only the tail of the file (see the module docstring). Members are taken newest
+    first until ``n`` lines are found, so fewer than ``n`` come back only when the whole
+    file holds fewer. Bytes after the last newline of a member are not a complete line
+    and are skipped. A damaged tail is ignored (only complete members count), but damage
+    *before* an intact tail is not seen without a full scan: run :func:`repair_tail`
+    first when that matters. Returns ``[]`` for an absent or empty file, or ``n <= 0``.
+    """
+    path = Path(path)
+    if n <= 0:
+        return []
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return []
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return []
+        found = _newest_member_before(f, size, n)
+        if found is None or found[2] != size:
+            # Damaged tail: let the streaming scan decide which members are good.
+            report = scan_members(path)
+            if report.last_member_start is None:
+                return []
+            found = _read_member(f, report.last_member_start, n)
+            if found is None:  # the file changed under us
+                return []
+        start, lines, _ = found
+        collected = deque(lines, maxlen=n)
+        while len(collected) < n and start > 0:
+            older = _newest_member_before(f, start, n - len(collected), ending_at=start)
+            if older is None:
+                break  # no member ends where the newer one begins (cannot happen in an intact file)
+            start = older[0]
+            collected.extendleft(reversed(older[1]))
+        return list(collected)
+
+
+def _newest_member_before(
+    f: IO[bytes], end: int, n: int, *, ending_at: int | None = None
+) -> tuple[int, list[bytes], int] | None:
+    """The complete member with the latest start below ``end``: (start, last n lines, end offset).
+
+    With ``ending_at``, complete members ending elsewhere (a gzip file stored verbatim
+    inside a member) are passed over.
+    """
+    for pos in _magic_positions(f, end):
+        found = _read_member(f, pos, n)
+        if found is not None and (ending_at is None or found[2] == ending_at):
+            return found
+    return None
+
+
+def _magic_positions(f: IO[bytes], end: int) -> Iterator[int]:
+    """Offsets below ``end`` where the member magic occurs, latest first (reads backwards)."""
+    hi = end
+    while hi > 0:
+        lo = max(0, hi - _CHUNK)
+        f.seek(lo)
+        # Read a little past hi so a magic straddling the block edge is found once.
+        block = f.read(min(hi + len(_MAGIC) - 1, end) - lo)
+        limit = hi - lo
+        while (i := block.rfind(_MAGIC, 0, limit + len(_MAGIC) - 1)) >= 0:
+            yield lo + i
+            limit = i
+        hi = lo
+
+
+def _read_member(f: IO[bytes], start: int, n: int) -> tuple[int, list[bytes], int] | None:
+    """Decompress the member at ``start``: (start, its last n lines, end offset), None if incomplete."""
+    f.seek(start)
+    dec = zlib.decompressobj(_WBITS)
+    lines: deque[bytes] = deque(maxlen=n)
+    partial = b""
+    pos = start
+    while data := f.read(_CHUNK):
+        pos += len(data)
+        try:
+            out = dec.decompress(data)
+        except zlib.error:
+            return None
+        if out:
+            parts = (partial + out).split(b"\n")
+            partial = parts.pop()
+            lines.extend(parts)
+        if dec.eof:
+            return start, list(lines), pos - len(dec.unused_data)
+    return None
 
 
 def repair_tail(path: str | Path) -> Path | None:
