@@ -33,12 +33,12 @@ _OUT = "Output, buffers and live files"
 _SIM = "Simulator (--simulate)"
 
 
-def fault_plan(seed: int, items: list[str] | None) -> Any:
+def fault_plan(seed: int, items: list[str] | None, symbols: list[str] | None = None) -> Any:
     """A FaultPlan from ``NAME=VALUE`` texts (``drop_diffs=0.01``); ConfigError when unknown."""
     from mmdata.sim.faults import FaultPlan  # noqa: PLC0415 - the simulator only when asked
 
     kinds = {f.name: f.type for f in dataclasses.fields(FaultPlan) if f.name not in ("seed", "symbols")}
-    values: dict[str, Any] = {"seed": seed}
+    values: dict[str, Any] = {"seed": seed, "symbols": tuple(symbols or ())}
     for item in items or []:
         name, eq, text = item.partition("=")
         name = name.strip().replace("-", "_")
@@ -248,6 +248,14 @@ def record_command(
             show_default=False,
         ),
     ] = None,
+    sim_fault_symbol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Limit book/trade faults to these symbols (venue spelling, repeatable).",
+            rich_help_panel=_SIM,
+            show_default=False,
+        ),
+    ] = None,
     window_tz: Annotated[
         str, typer.Option(envvar="WINDOW_TZ", rich_help_panel=_WIN, help="Time zone of the window.")
     ] = "Europe/Berlin",
@@ -365,7 +373,7 @@ def record_command(
         symbols = [s.strip() for item in symbol or [] for s in item.replace(" ", ",").split(",") if s.strip()]
         sim: SimulateOptions | None = None
         if replay is not None or simulate:
-            plan = fault_plan(seed, sim_fault)
+            plan = fault_plan(seed, sim_fault, sim_fault_symbol)
             if replay is not None:
                 if not replay.is_file():
                     raise fail(f"{replay} is not a file")
@@ -379,7 +387,7 @@ def record_command(
                     book_depth = recorded_depth  # the depth the capture was subscribed with
                     depth_levels = min(depth_levels, recorded_depth)
             sim = SimulateOptions(seed=seed, rate=rate, faults=plan, replay=replay, speed=speed)
-        elif sim_fault:
+        elif sim_fault or sim_fault_symbol:
             raise fail("--sim-fault needs --simulate")
         if exchange is None:
             raise fail("give --exchange (binance, kraken, bitfinex)")

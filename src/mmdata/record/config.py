@@ -28,6 +28,8 @@ def book_depth_for(exchange: str, depth_levels: int, requested: int | None = Non
     Binance: the REST snapshot ``limit`` (5000 at most). Kraken / Bitfinex: the smallest
     depth the venue accepts that covers ``depth_levels`` (and the default when larger).
     """
+    if exchange not in DEFAULT_BOOK_DEPTH:
+        raise ConfigError(f"unknown exchange {exchange!r}; known: {', '.join(sorted(DEFAULT_BOOK_DEPTH))}")
     if requested is not None:
         allowed = _ALLOWED_DEPTHS.get(exchange)
         if allowed is not None and requested not in allowed:

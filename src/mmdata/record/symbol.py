@@ -641,6 +641,9 @@ class SymbolRecorder:
         """Telemetry row (HEARTBEAT_SEC): counters, state, buffered rows."""
         details = self.stats.as_dict()
         details["pending_rows"] = sum(f.pending_rows for f in self.active)
+        engine_stats = self.engine.stats
+        details["stale_ignored"] = engine_stats.stale_ignored
+        details["unsynced_ignored"] = engine_stats.unsynced_ignored
         details.update(extra)
         self.event("heartbeat", state=self.engine.state.name, details=details)
 

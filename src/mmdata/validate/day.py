@@ -48,7 +48,7 @@ _MAX_PROBLEMS = 1000
 class DayProblem:
     """Something wrong in a day folder, located by ``recv_seq`` and file."""
 
-    kind: str  # gap | checksum_mismatch | frame_mismatch | truncated | unreadable_row | never_synced
+    kind: str  # gap | checksum_mismatch | frame_mismatch | frame_unsynced | truncated | unreadable_row | never_synced
     detail: str
     recv_seq: int | None = None
     file: str | None = None
@@ -85,6 +85,7 @@ class DayReport:
     snapshots_used: int = 0
     frames_checked: int = 0
     frames_mismatched: int = 0
+    frames_unsynced: int = 0
     final_state: str = ""
     problems: list[DayProblem] = field(default_factory=list)
 
@@ -179,16 +180,14 @@ def validate_day(path: str | Path) -> DayReport:
     # Ledger actions in (recv_seq, event_id) order.
     actions: list[tuple[int, int, dict[str, str]]] = []
     for row in ledger:
-        if row["event"] in ("snapshot", "state_change", "sequence_break", "instrument"):
+        if row["event"] in ("snapshot", "state_change", "sequence_break", "instrument", "run_start"):
             try:
                 actions.append((int(row["recv_seq"]), int(row["event_id"]), row))
             except ValueError:
                 _problem(report, DayProblem("unreadable_row", f"ledger row {row!r:.120}", file="events"))
     actions.sort(key=lambda a: (a[0], a[1]))
 
-    frames = _sampled_frames(root / f"orderbook_ws_depth_{fs}_{label}.csv.gz", report)
-    levels = frames.pop(-1, None)
-    n_levels = int(levels[0]) if levels else 0
+    frames, frame_seqs, n_levels = _frames(root / f"orderbook_ws_depth_{fs}_{label}.csv.gz", report)
 
     def handle(outputs: Any, seq: int | None) -> None:
         out: SyncOutput
@@ -209,8 +208,17 @@ def validate_day(path: str | Path) -> DayReport:
                 )
 
     def check_frame(seq: int) -> None:
+        if seq not in frame_seqs:
+            return
+        if engine.state is not SyncState.SYNCED:
+            report.frames_unsynced += 1
+            _problem(
+                report,
+                DayProblem("frame_unsynced", f"book frame written while {engine.state.name}", seq, "book"),
+            )
+            return
         want = frames.get(seq)
-        if want is None or engine.state is not SyncState.SYNCED:
+        if want is None:
             return
         bids, asks = engine.book.top(n_levels)
         got = [x for lv in bids for x in lv] + [""] * (2 * (n_levels - len(bids)))
@@ -248,8 +256,9 @@ def validate_day(path: str | Path) -> DayReport:
             handle(engine.receive(snap), seq)
             if info.get("source") != "local_book":
                 check_frame(seq)
-        elif event == "state_change" and row["state"] == "CONNECTING":
-            engine.reset(row.get("reason") or "reset")
+        elif (event == "state_change" and row["state"] == "CONNECTING") or event == "run_start":
+            # The recorder's engine was reset here (new connection, maintenance, a new run).
+            engine.reset(row.get("reason") or event)
         elif event == "sequence_break":
             brk = SequenceBreak(exchange, int(info.get("expected", 0)), int(info.get("got", 0)))
             handle(engine.receive(brk), seq)
@@ -309,19 +318,26 @@ def validate_day(path: str | Path) -> DayReport:
     return report
 
 
-def _sampled_frames(path: Path, report: DayReport, every: int = 7) -> dict[int, list[str]]:
-    """Every ``every``-th book frame, keyed by recv_seq; key -1 holds ``[levels]``."""
-    out: dict[int, list[str]] = {}
-    header: list[str] | None = None
+def _frames(path: Path, report: DayReport, every: int = 7) -> tuple[dict[int, list[str]], set[int], int]:
+    """Every ``every``-th book frame's levels by recv_seq, the recv_seq of every frame, and N levels."""
+    sampled: dict[int, list[str]] = {}
+    seqs: set[int] = set()
+    width = 0
     for i, line in enumerate(_rows(path, report)):
-        parts = line.decode("utf-8", "replace").split(",")
-        if header is None:
-            header = parts
-            out[-1] = [str((len(parts) - 5) // 4)]
+        if i == 0:
+            width = line.count(b",") + 1
             continue
-        if i % every == 0 and len(parts) == len(header):
-            try:
-                out[int(parts[0])] = parts[5:]
-            except ValueError:
-                _problem(report, DayProblem("unreadable_row", f"book frame {line[:60]!r}", file="book"))
-    return out
+        head, _, rest = line.partition(b",")
+        try:
+            seq = int(head)
+        except ValueError:
+            _problem(report, DayProblem("unreadable_row", f"book frame {line[:60]!r}", file="book"))
+            continue
+        seqs.add(seq)
+        if i % every == 0:
+            parts = line.decode("utf-8", "replace").split(",")
+            if len(parts) != width:
+                _problem(report, DayProblem("unreadable_row", f"book frame {line[:60]!r}", seq, "book"))
+                continue
+            sampled[seq] = parts[5:]
+    return sampled, seqs, max(0, (width - 5) // 4)
