@@ -23,6 +23,13 @@ PUBLIC_MODULES = [
     "mmdata.exchanges.bitfinex",
     "mmdata.store",
     "mmdata.store.capture",
+    "mmdata.net",
+    "mmdata.net.backoff",
+    "mmdata.net.http",
+    "mmdata.net.ws",
+    "mmdata.store.gzmembers",
+    "mmdata.store.writers",
+    "mmdata.record.window",
     "mmdata.validate",
 ]
 

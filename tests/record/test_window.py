@@ -147,12 +147,27 @@ WINDOWS = [
     TradingWindow(
         tz="Australia/Lord_Howe", start_hhmm="01:45", end_hhmm="02:15", end_day_offset=0
     ),  # 30 min DST
+    TradingWindow(tz="America/Santiago", start_hhmm="00:30", end_hhmm="00:10"),  # DST gap at midnight
+]
+
+# Roughly where the zones above change their clocks in 2026 (UTC); instants are drawn within 3 days of them.
+TRANSITIONS = [
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # Europe/Berlin
+    datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+    datetime(2026, 3, 8, 7, 0, tzinfo=UTC),  # America/New_York
+    datetime(2026, 11, 1, 6, 0, tzinfo=UTC),
+    datetime(2026, 4, 4, 15, 0, tzinfo=UTC),  # Australia/Lord_Howe
+    datetime(2026, 10, 3, 15, 30, tzinfo=UTC),
+    datetime(2026, 4, 5, 3, 0, tzinfo=UTC),  # America/Santiago
+    datetime(2026, 9, 6, 4, 0, tzinfo=UTC),
 ]
 
 instants = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1), timezones=st.just(UTC)
-) | st.sampled_from(  # and the neighbourhood of real transitions
-    [datetime(2026, 3, 29, 1, 0, tzinfo=UTC), datetime(2026, 10, 25, 0, 59, 59, tzinfo=UTC)]
+) | st.builds(
+    lambda base, shift: base + shift,
+    st.sampled_from(TRANSITIONS),
+    st.timedeltas(min_value=timedelta(days=-3), max_value=timedelta(days=3)),
 )
 
 

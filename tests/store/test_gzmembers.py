@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdata.store.gzmembers import MemberWriter, repair_tail, scan_members
+from mmdata.store.gzmembers import MemberWriter, last_lines, repair_tail, scan_members
 
 
 def _rows(start: int, n: int) -> bytes:
@@ -115,3 +115,96 @@ def test_kill_9_while_writing_loses_at_most_the_unflushed_buffer(tmp_path: Path)
     rows = gzip.decompress(path.read_bytes()).splitlines()
     assert len(rows) >= 6000 and len(rows) % 1000 == 0  # whole flushes only, none torn
     assert [int(r.split(b",")[0]) for r in rows] == list(range(len(rows)))
+
+
+def _members(path: Path, sizes: list[int], *, level: int = 6) -> list[int]:
+    """Write one member per entry of ``sizes`` (rows numbered on); return each member's start offset."""
+    starts = []
+    k = 0
+    with MemberWriter(path, level=level) as w:
+        for n in sizes:
+            starts.append(path.stat().st_size)
+            w.write(_rows(k, n))
+            w.flush()
+            k += n
+    return starts
+
+
+def _line(i: int) -> bytes:
+    return f"{i},61837.63000000,0.00100000".encode()
+
+
+def test_scan_reports_where_the_last_complete_member_starts(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(b"")
+    assert scan_members(path).last_member_start is None
+    starts = _members(path, [10, 20, 30])
+    report = scan_members(path)
+    assert report.ok and report.members == 3 and report.last_member_start == starts[2]
+    path.write_bytes(path.read_bytes()[:-5])  # last member cut short: the second is the last complete one
+    report = scan_members(path)
+    assert not report.ok and report.last_member_start == starts[1] and report.good_end == starts[2]
+
+
+def test_last_lines_of_a_multi_member_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    _members(path, [10, 3, 5])
+    assert last_lines(path) == [_line(17)]
+    assert last_lines(path, 5) == [_line(i) for i in range(13, 18)]
+    assert last_lines(path, 7) == [_line(i) for i in range(11, 18)]  # spans members, oldest first
+    assert last_lines(path, 100) == [_line(i) for i in range(18)]  # fewer lines in the file than asked
+    assert last_lines(path, 0) == []
+
+
+def test_last_lines_of_absent_and_empty_files(tmp_path: Path) -> None:
+    assert last_lines(tmp_path / "absent.csv.gz") == []
+    (tmp_path / "empty.csv.gz").write_bytes(b"")
+    assert last_lines(tmp_path / "empty.csv.gz", 3) == []
+    (tmp_path / "junk.csv.gz").write_bytes(b"\x1f\x8b\x08 not gzip at all")
+    assert last_lines(tmp_path / "junk.csv.gz") == []
+
+
+@pytest.mark.parametrize("cut", [1, 10, 30])
+def test_last_lines_ignores_a_damaged_tail(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "t.csv.gz"
+    _members(path, [10, 10, 10])
+    path.write_bytes(path.read_bytes()[:-cut])
+    assert last_lines(path) == [_line(19)]
+    assert last_lines(path, 12) == [_line(i) for i in range(8, 20)]
+    path.write_bytes(path.read_bytes() + b"\x1f")  # a member cut inside its magic
+    assert last_lines(path) == [_line(19)]
+
+
+def test_last_lines_of_a_member_larger_than_a_read_block(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    _members(path, [5, 20_000], level=0)  # stored blocks: the last member is ~600 KB on disk
+    assert path.stat().st_size > 8 * 65536
+    assert last_lines(path, 2) == [_line(20_003), _line(20_004)]
+    assert last_lines(path, 20_002)[:3] == [_line(3), _line(4), _line(5)]
+
+
+def test_last_lines_is_not_fooled_by_a_gzip_file_stored_inside_a_member(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    fake = gzip.compress(b"fake,1\n", mtime=0)
+    assert b"\n" not in fake and b"\r" not in fake
+    with MemberWriter(path, level=0) as w:  # level 0 stores the row verbatim: a complete member inside one
+        w.write(b"first\n")
+        w.flush()
+        w.write(b"a," + fake + b"\nlast\n")
+    assert last_lines(path) == [b"last"]
+    assert last_lines(path, 3) == [b"first", b"a," + fake, b"last"]
+
+
+def test_last_lines_of_an_intact_file_reads_only_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmdata.store import gzmembers
+
+    path = tmp_path / "t.csv.gz"
+    _members(path, [1000] * 50)
+
+    def no_full_scan(path: object) -> None:
+        raise AssertionError("full scan on an intact file")
+
+    monkeypatch.setattr(gzmembers, "scan_members", no_full_scan)
+    assert last_lines(path, 2) == [_line(49_998), _line(49_999)]
