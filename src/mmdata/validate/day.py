@@ -48,7 +48,8 @@ _MAX_PROBLEMS = 1000
 class DayProblem:
     """Something wrong in a day folder, located by ``recv_seq`` and file."""
 
-    kind: str  # gap | checksum_mismatch | frame_mismatch | frame_unsynced | truncated | unreadable_row | never_synced
+    # gap | checksum_mismatch | frame_mismatch | frame_unsynced | truncated | unreadable_row | never_synced
+    kind: str
     detail: str
     recv_seq: int | None = None
     file: str | None = None
@@ -327,7 +328,7 @@ def _frames(path: Path, report: DayReport, every: int = 7) -> tuple[dict[int, li
         if i == 0:
             width = line.count(b",") + 1
             continue
-        head, _, rest = line.partition(b",")
+        head = line.partition(b",")[0]
         try:
             seq = int(head)
         except ValueError:
