@@ -19,6 +19,9 @@ validate_btcusdt  ``validate_capture`` on the real BTCUSDT capture (frames/s vs 
 validate_synth    ``validate_capture`` on a synthetic Binance stream of ≥ 1M diffs (vs A and B).
 sim_throughput    simulator messages/s to 1 and 10 loopback clients and server CPU per message, vs a
                   bare websockets sender (see benchmarks/sim_throughput.py).
+record_throughput recorder messages/s (all outputs on) vs the simulator's bare send rate to a
+                  do-nothing client, msg per CPU-second, peak RSS for 1 and 20 symbols
+                  (see benchmarks/record_throughput.py).
 """
 
 from __future__ import annotations
@@ -378,8 +381,15 @@ def bench_sim(quick: bool) -> None:
     sim_throughput.main(quick)
 
 
+def bench_record(quick: bool) -> None:
+    import record_throughput  # a sibling script (benchmarks/ is on sys.path when run.py runs)
+
+    record_throughput.main(quick)
+
+
 BENCHES: dict[str, Callable[[bool], None]] = {
     "sim_throughput": bench_sim,
+    "record_throughput": bench_record,
     "kraken_checksum": bench_kraken,
     "bitfinex_checksum": bench_bitfinex,
     "validate_btcusdt": bench_validate_btcusdt,

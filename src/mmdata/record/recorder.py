@@ -90,7 +90,18 @@ _SIM_WS_PATH = {"binance": "", "kraken": "/v2", "bitfinex": "/ws/2"}
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process, MB."""
+    """Peak resident set size of this process, MB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status`` (``ru_maxrss`` may start from the peak of the
+    parent that spawned us); elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
