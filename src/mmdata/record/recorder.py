@@ -85,8 +85,6 @@ __all__ = [
 #: Symbols per connection when the config does not say (venue limits, PROTOCOLS.md).
 _PER_CONNECTION = {"binance": 200, "kraken": 50, "bitfinex": 15}
 _TICK_S = 0.1
-#: Where each venue's socket lives on the simulator (Binance's adapter adds its own path).
-_SIM_WS_PATH = {"binance": "", "kraken": "/v2", "bitfinex": "/ws/2"}
 
 
 def peak_rss_mb() -> float:
@@ -773,8 +771,7 @@ async def record_async(
             config.exchange, names, seed=simulate.seed, rate=simulate.rate, faults=simulate.faults
         )
     async with server:
-        ws_url = server.ws_url + _SIM_WS_PATH.get(probe.name, "")
-        config = replace(config, ws_url=ws_url, rest_url=server.rest_url)
+        config = replace(config, ws_url=server.venue_ws_url, rest_url=server.rest_url)
         recorder = Recorder(config, wall_ns=wall_ns)
         recorder.replay_mode = simulate.replay is not None
         if on_ready is not None:

@@ -426,24 +426,26 @@ class SymbolRecorder:
         self._snapshot_files(files, "initial", bids, asks, orjson.dumps(payload).decode(), details)
 
     # -- events from the connection ----------------------------------------------------------------
-    def on_diff(self, diff: BookDiff, raw: str, t_ns: int) -> None:
-        """A book diff: stored raw (always), applied, framed while SYNCED."""
+    def _store_diff_row(
+        self, kind: str, t_ns: int, ev: BookDiff | BookChecksum, ids: tuple[int | None, int | None], raw: str
+    ) -> None:
+        """One ``diffs/`` + ``live/`` row (diff or checksum frame), written whatever the book state."""
         self.seq += 1
-        self.stats.diffs += 1
+        is_diff = type(ev) is BookDiff
         row = _dumps(
             {
                 "recv_seq": self.seq,
                 "recv_time_ns": t_ns,
                 "exchange": self.exchange,
                 "symbol": self.symbol,
-                "kind": "diff",
-                "event_time_ms": diff.ts_ms,
-                "first_id": diff.first_id,
-                "last_id": diff.last_id,
-                "checksum": diff.checksum,
-                "seq": diff.seq,
-                "bids": diff.bids,
-                "asks": diff.asks,
+                "kind": kind,
+                "event_time_ms": ev.ts_ms,
+                "first_id": ids[0],
+                "last_id": ids[1],
+                "checksum": ev.checksum if is_diff else ev.value,  # type: ignore[union-attr]
+                "seq": ev.seq,
+                "bids": ev.bids if is_diff else [],  # type: ignore[union-attr]
+                "asks": ev.asks if is_diff else [],  # type: ignore[union-attr]
                 "raw": raw,
             }
         )
@@ -453,6 +455,11 @@ class SymbolRecorder:
                 files.diffs.write(row)
         if self.live_diffs is not None:
             self.live_diffs.write(row)
+
+    def on_diff(self, diff: BookDiff, raw: str, t_ns: int) -> None:
+        """A book diff: stored raw (always), applied, framed while SYNCED."""
+        self.stats.diffs += 1
+        self._store_diff_row("diff", t_ns, diff, (diff.first_id, diff.last_id), raw)
         if diff.checksum is not None:
             self.last_checksum = diff.checksum
         outputs = self.engine.receive(diff)
@@ -465,31 +472,8 @@ class SymbolRecorder:
 
     def on_checksum(self, cs: BookChecksum, raw: str, t_ns: int) -> None:
         """A Bitfinex ``cs`` frame: stored with the diffs, verified by the engine."""
-        self.seq += 1
         self.stats.checksums += 1
-        row = _dumps(
-            {
-                "recv_seq": self.seq,
-                "recv_time_ns": t_ns,
-                "exchange": self.exchange,
-                "symbol": self.symbol,
-                "kind": "checksum",
-                "event_time_ms": cs.ts_ms,
-                "first_id": None,
-                "last_id": None,
-                "checksum": cs.value,
-                "seq": cs.seq,
-                "bids": [],
-                "asks": [],
-                "raw": raw,
-            }
-        )
-        row += b"\n"
-        for files in self.active:
-            if files.diffs is not None:
-                files.diffs.write(row)
-        if self.live_diffs is not None:
-            self.live_diffs.write(row)
+        self._store_diff_row("checksum", t_ns, cs, (None, None), raw)
         self.last_checksum = cs.value
         outputs = self.engine.receive(cs)
         if outputs:

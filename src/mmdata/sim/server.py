@@ -49,9 +49,12 @@ from mmdata.sim.kraken import KrakenSim
 from mmdata.sim.market import SyntheticMarket, default_specs
 from mmdata.sim.model import MarketStep, OutFrame, RestResponse, VenueSession, VenueSim
 
-__all__ = ["VENUES", "BaseLoopbackServer", "SimServer"]
+__all__ = ["VENUES", "WS_PATHS", "BaseLoopbackServer", "SimServer"]
 
 log = logging.getLogger("mmdata.sim")
+
+#: Socket path of each venue on the simulator (as on the real venue).
+WS_PATHS = {"binance": "", "kraken": "/v2", "bitfinex": "/ws/2"}
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 429: "Too Many Requests"}
 _REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
@@ -96,8 +99,14 @@ class BaseLoopbackServer:
 
     @property
     def ws_url(self) -> str:
-        """Base WebSocket URL (the adapter adds its own path)."""
+        """Base WebSocket URL (``ws://host:port``, no path)."""
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def venue_ws_url(self) -> str:
+        """What a client gives the venue adapter as ``ws_base``: the venue's socket path on this
+        server (Kraken ``/v2``, Bitfinex ``/ws/2``; Binance's adapter adds ``/stream`` itself)."""
+        return self.ws_url + WS_PATHS.get(self.exchange, "")
 
     @property
     def rest_url(self) -> str:

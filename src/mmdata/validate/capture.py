@@ -57,9 +57,19 @@ from mmdata.types import (
     Trade,
 )
 
-__all__ = ["CaptureReport", "Problem", "SymbolReport", "validate_capture"]
+__all__ = ["COUNTERS", "CaptureReport", "Problem", "SymbolReport", "validate_capture"]
 
 _MAX_PROBLEMS = 1000
+#: The per-symbol counters of every ``validate --json`` report, in order (fixtures/README.md).
+COUNTERS = (
+    "diffs_applied",
+    "checksums_verified",
+    "checksum_mismatches",
+    "gaps",
+    "resyncs",
+    "crossed_states",
+    "trades",
+)
 _DEFAULT_DEPTH = {"binance": 1000, "kraken": 10, "bitfinex": 25}
 
 
@@ -104,15 +114,7 @@ class SymbolReport:
 
     def counts(self) -> dict[str, int]:
         """The seven counters of the ``--json`` contract."""
-        return {
-            "diffs_applied": self.diffs_applied,
-            "checksums_verified": self.checksums_verified,
-            "checksum_mismatches": self.checksum_mismatches,
-            "gaps": self.gaps,
-            "resyncs": self.resyncs,
-            "crossed_states": self.crossed_states,
-            "trades": self.trades,
-        }
+        return {key: getattr(self, key) for key in COUNTERS}
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ from mmdata.book.sync import ChecksumMismatch, GapDetected, SyncEngine, SyncOutp
 from mmdata.errors import ConfigError, CorruptFile, StoreError
 from mmdata.store.capture import gzip_lines
 from mmdata.types import BookChecksum, BookDiff, BookSnapshot, Instrument, SequenceBreak
+from mmdata.validate.capture import COUNTERS
 
 __all__ = ["DayProblem", "DayReport", "validate_day"]
 
@@ -97,15 +98,7 @@ class DayReport:
 
     def counts(self) -> dict[str, int]:
         """The seven counters shared with ``mmdata validate FILE``."""
-        return {
-            "diffs_applied": self.diffs_applied,
-            "checksums_verified": self.checksums_verified,
-            "checksum_mismatches": self.checksum_mismatches,
-            "gaps": self.gaps,
-            "resyncs": self.resyncs,
-            "crossed_states": self.crossed_states,
-            "trades": self.trades,
-        }
+        return {key: getattr(self, key) for key in COUNTERS}
 
 
 def _rows(path: Path, report: DayReport) -> Iterator[bytes]:
