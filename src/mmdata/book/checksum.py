@@ -70,19 +70,30 @@ def kraken_fixed_digits(text: str, precision: int) -> str:
 class KrakenChecksum:
     """Kraken v2 checksum with one instrument's precisions."""
 
-    __slots__ = ("price_precision", "qty_precision")
+    __slots__ = ("_prices", "price_precision", "qty_precision")
 
     def __init__(self, price_precision: int, qty_precision: int) -> None:
         self.price_precision = price_precision
         self.qty_precision = qty_precision
+        # Price text -> digits: a book revisits the same few thousand prices all day.
+        self._prices: dict[str, str] = {}
 
     def token(self, price: str, qty: str, is_bid: bool) -> str:
         """One level's part of the checksum string (same for both sides)."""
-        return kraken_fixed_digits(price, self.price_precision) + kraken_fixed_digits(qty, self.qty_precision)
+        digits = self._prices.get(price)
+        if digits is None:
+            if len(self._prices) >= 65536:
+                self._prices.clear()
+            digits = self._prices[price] = kraken_fixed_digits(price, self.price_precision)
+        return digits + kraken_fixed_digits(qty, self.qty_precision)
 
     def of_book(self, book: LocalOrderBook) -> int:
         """Unsigned CRC-32 of the book; the book must hold this scheme's tokens."""
-        text = "".join(book.asks.top_tokens(10)) + "".join(book.bids.top_tokens(10))
+        asks, bids = book.asks, book.bids
+        tokens = asks._tokens  # the hot path of every Kraken update: no method calls
+        text = "".join([tokens[k] for k in asks._keys[:10]])
+        tokens = bids._tokens
+        text += "".join([tokens[k] for k in bids._keys[:10]])
         return _crc32(text.encode())
 
 

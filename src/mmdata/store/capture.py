@@ -44,6 +44,7 @@ __all__ = [
     "CaptureWriter",
     "gzip_lines",
     "open_capture",
+    "read_gzip",
 ]
 
 CAPTURE_FORMAT = "mmdata-capture"
@@ -160,6 +161,39 @@ def gzip_lines(path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE) -> 
             raise CorruptFile(f"{path}: corrupt gzip data ({exc})", path=str(path)) from exc
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+
+
+def read_gzip(path: str | Path) -> tuple[bytes, str | None]:
+    """The whole decompressed content of a member-wise gzip (or plain) file, and the damage.
+
+    Returns ``(data, problem)``: ``problem`` is None when the file read to its end; else it
+    says where reading stopped and ``data`` holds every complete line before it (a torn last
+    line is dropped, never returned half). Raises :class:`~mmdata.errors.StoreError` when
+    the file cannot be opened.
+    """
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+    parts: list[bytes] = []
+    problem: str | None = None
+    with raw:
+        head = raw.read(2)
+        raw.seek(0)
+        chunks = _gunzip_chunks(raw) if head == b"\x1f\x8b" else _raw_chunks(raw)
+        try:
+            for chunk in chunks:
+                parts.append(chunk)
+        except EOFError as exc:
+            problem = f"{Path(path).name}: {exc} (complete rows before it were read)"
+        except zlib.error as exc:
+            problem = f"{Path(path).name}: corrupt gzip data ({exc}) (complete rows before it were read)"
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+    data = b"".join(parts)
+    if problem is not None and data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+    return data, problem
 
 
 class CaptureReader:

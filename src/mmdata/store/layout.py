@@ -56,6 +56,9 @@ class DayLayout:
     exchange: str
     symbol_fs: str
     day: date
+    #: The day folder itself when it is not at ``<data>/<exchange>/<SYMBOL_FS>/<YYYYMMDD>``
+    #: (a day folder copied elsewhere is still readable).
+    folder: Path | None = None
 
     @property
     def label(self) -> str:
@@ -65,6 +68,8 @@ class DayLayout:
     @property
     def root(self) -> Path:
         """The day folder."""
+        if self.folder is not None:
+            return self.folder
         return symbol_dir(self.data_dir, self.exchange, self.symbol_fs) / self.label
 
     def _name(self, stem: str, ext: str) -> str:

@@ -1,81 +1,105 @@
-"""Replay one recorded day folder through a fresh sync engine (the recorder's proof).
+"""Validate one recorded day folder: replay its book and check every file's integrity.
 
 Theory of operation
 -------------------
-A day folder holds everything needed to rebuild its book alone: the ledger
-(``events_*``) says which venue, symbol and book depth were recorded, the instrument
-precisions (Kraken), where each accepted snapshot is (``snapshots/``) and where the
-recorder's engine was reset (``state_change`` to CONNECTING: a new connection, venue
-maintenance, a new run); ``diffs/`` holds every diff and checksum frame with its
-normalized levels, numbered by ``recv_seq``.
+Two independent passes, run side by side in two processes on big days (one core each):
 
-Rows are merged by ``recv_seq``. A ledger row numbered ``r`` happened after data row
-``r`` and before ``r + 1`` (the recorder numbers data rows and stamps ledger rows with
-the current number), so ledger actions at ``r`` run right after diff ``r``. Diffs go to
-a fresh engine of the venue (:class:`~mmdata.book.sync.SequenceSync` checks Binance
-``U``/``u`` continuity, :class:`~mmdata.book.sync.ChecksumSync` every Kraken and
-Bitfinex checksum); snapshots come from the snapshot files; a Bitfinex ``SEQ_ALL``
-break in the ledger is fed as a :class:`~mmdata.types.SequenceBreak`. Diffs before the
-first snapshot are buffered by the Binance engine exactly as the recorder's were.
+* **replay** (:class:`~mmdata.validate.steps.BookReplay`): the diffs and the ledger's
+  snapshots, resets, instrument rows and ``SEQ_ALL`` breaks go through a fresh engine of the
+  venue, in ``recv_seq`` order. It finds gaps (Binance ``U``/``u``), checksum mismatches
+  (Kraken, Bitfinex), unreadable or out-of-order diff rows and a truncated diffs file. It
+  also notes the engine state at every change and the top-N book at sampled ``recv_seq``
+  values (``recv_seq % every == 0``).
+* **integrity**: every other file is read to its end. Gzip members must be complete,
+  every row must parse with the header's width, ``recv_seq`` must increase (strictly in
+  data files, never decrease in the ledger and gaps file), trade ids must not repeat, and
+  the raw trades file must hold as many rows as the normalized one. The ``recv_seq`` of
+  every book frame and the levels of the sampled ones are kept.
 
-Sampled book frames (``orderbook_ws_depth_*``) are compared with the replayed book at
-the same ``recv_seq``: the frames must be what the diffs say.
+Then the book frames are judged: a frame written while the replayed engine was not
+SYNCED is ``frame_unsynced``; a sampled frame that differs from the replayed top-N is
+``frame_mismatch``.
+
+A day is *ok* when no problem was found. ``*.damaged-<n>`` sidecars (a restarted recorder
+moved a torn tail aside) are listed but are not problems: the rows in them were never
+complete.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import os
+import pickle
+import subprocess
+import sys
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from mmdata import exchanges
-from mmdata.book.sync import ChecksumMismatch, GapDetected, SyncEngine, SyncOutput, SyncState
-from mmdata.errors import ConfigError, CorruptFile, StoreError
-from mmdata.store.capture import gzip_lines
-from mmdata.types import BookChecksum, BookDiff, BookSnapshot, Instrument, SequenceBreak
+from mmdata.book.sync import SyncState
+from mmdata.errors import CorruptFile
+from mmdata.store.capture import gzip_lines, read_gzip
+from mmdata.store.dayfolder import DayFolder, open_day_folder
 from mmdata.validate.capture import COUNTERS
+from mmdata.validate.steps import BookReplay, DayProblem
 
-__all__ = ["DayProblem", "DayReport", "validate_day"]
+__all__ = ["DayProblem", "DayReport", "FileCheck", "validate_day"]
 
 _MAX_PROBLEMS = 1000
+#: Below this many compressed bytes a day is validated in one process (a second one costs
+#: more to start than it saves).
+PARALLEL_MIN_BYTES = 4 << 20
+#: Problems that mean part of the input could not be read at all (exit status 2).
+UNREADABLE_KINDS = frozenset(("truncated",))
 
 
 @dataclass(slots=True)
-class DayProblem:
-    """Something wrong in a day folder, located by ``recv_seq`` and file."""
+class FileCheck:
+    """Integrity of one file of a day folder."""
 
-    # gap | checksum_mismatch | frame_mismatch | frame_unsynced | truncated | unreadable_row | never_synced
-    kind: str
-    detail: str
-    recv_seq: int | None = None
-    file: str | None = None
-    expected: int | None = None
-    got: int | None = None
+    file: str
+    bytes: int = 0
+    rows: int = 0
+    truncated: str | None = None
+    unparsable_rows: int = 0
+    seq_errors: int = 0
+    duplicates: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Read to its end; every row parsed and in order; nothing repeated."""
+        return self.truncated is None and not (self.unparsable_rows or self.seq_errors or self.duplicates)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "kind": self.kind,
-            "detail": self.detail,
-            "recv_seq": self.recv_seq,
             "file": self.file,
-            "expected": self.expected,
-            "got": self.got,
+            "bytes": self.bytes,
+            "rows": self.rows,
+            "ok": self.ok,
+            "truncated": self.truncated,
+            "unparsable_rows": self.unparsable_rows,
+            "seq_errors": self.seq_errors,
+            "duplicates": self.duplicates,
         }
 
 
 @dataclass(slots=True)
 class DayReport:
-    """What replaying a day folder verified."""
+    """What validating a day folder verified."""
 
     path: str
     exchange: str
     symbol: str
+    day: str = ""
     diffs_applied: int = 0
     checksums_verified: int = 0
     checksum_mismatches: int = 0
@@ -83,255 +107,440 @@ class DayReport:
     resyncs: int = 0
     crossed_states: int = 0
     trades: int = 0
+    bad_messages: int = 0
     diff_rows: int = 0
     snapshots_used: int = 0
+    frames: int = 0
     frames_checked: int = 0
     frames_mismatched: int = 0
     frames_unsynced: int = 0
     final_state: str = ""
+    compressed_bytes: int = 0
+    seconds: float = 0.0
+    files: list[FileCheck] = field(default_factory=list)
+    sidecars: list[str] = field(default_factory=list)
     problems: list[DayProblem] = field(default_factory=list)
+    problems_total: int = 0
 
     @property
     def ok(self) -> bool:
-        """No gap, no mismatch, no damaged file, every sampled frame right, book proven."""
-        return not self.problems
+        """No gap, no mismatch, no damaged file or row, every sampled frame right, book proven."""
+        return self.problems_total == 0
+
+    @property
+    def unreadable(self) -> bool:
+        """Part of the input could not be read (a truncated or corrupt gzip member)."""
+        return any(p.kind in UNREADABLE_KINDS for p in self.problems)
 
     def counts(self) -> dict[str, int]:
         """The seven counters shared with ``mmdata validate FILE``."""
         return {key: getattr(self, key) for key in COUNTERS}
 
+    def add(self, problem: DayProblem) -> None:
+        """Record a problem (the first 1,000 are kept; all are counted)."""
+        self.problems_total += 1
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(problem)
 
-def _rows(path: Path, report: DayReport) -> Iterator[bytes]:
-    """Lines of a gzip file; a damaged tail becomes a ``truncated`` problem."""
-    if not path.exists():
-        return
+    def as_json(self) -> dict[str, Any]:
+        """The ``mmdata validate DAY --json`` object: the capture report's keys plus ``integrity``."""
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "exchange": self.exchange,
+            "day": self.day,
+            "symbols": {self.symbol: {**self.counts(), "final_state": self.final_state}},
+            "bad_messages": self.bad_messages,
+            "problems": [{"symbol": self.symbol, **p.as_dict()} for p in self.problems],
+            "problems_total": self.problems_total,
+            "integrity": {
+                "ok": not any(p.kind not in ("gap", "checksum_mismatch") for p in self.problems),
+                "files": [f.as_dict() for f in self.files],
+                "damaged_sidecars": self.sidecars,
+                "diff_rows": self.diff_rows,
+                "snapshots_used": self.snapshots_used,
+                "book_frames": self.frames,
+                "frames_checked": self.frames_checked,
+                "frames_mismatched": self.frames_mismatched,
+                "frames_unsynced": self.frames_unsynced,
+            },
+        }
+
+
+def sample_every(folder: DayFolder) -> int:
+    """Compare every k-th book frame (by ``recv_seq``): about 7 in 50 on small days, fewer on
+    big ones, so that a day of a million frames still compares ~30,000 of them."""
     try:
-        yield from gzip_lines(path)
-    except CorruptFile as exc:
-        _problem(report, DayProblem("truncated", str(exc), file=path.name))
+        size = folder.layout.diffs.stat().st_size
+    except OSError:
+        return 7
+    return 7 if size < (8 << 20) else 31
 
 
-def _problem(report: DayReport, problem: DayProblem) -> None:
-    if len(report.problems) < _MAX_PROBLEMS:
-        report.problems.append(problem)
+# -- pass 1: replay ----------------------------------------------------------------------
 
 
-def _ledger(path: Path, report: DayReport) -> list[dict[str, str]]:
-    lines = list(_rows(path, report))
-    if not lines:
-        raise StoreError(f"{path} is missing or empty: not a recorded day folder", path=str(path))
-    text = b"\n".join(lines).decode("utf-8", "replace")
-    return list(csv.DictReader(io.StringIO(text)))
+@dataclass(slots=True)
+class _Replayed:
+    counts: dict[str, int]
+    final_state: str
+    diff_rows: int
+    snapshots_used: int
+    diffs_file: FileCheck
+    problems: list[DayProblem]
+    problems_total: int
+    transitions_seq: list[int]
+    transitions_state: list[int]
+    tops: dict[int, list[str]]
 
 
-def _details(row: dict[str, str]) -> dict[str, Any]:
-    text = row.get("details") or ""
-    if not text:
-        return {}
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+def _replay(folder: DayFolder, every: int) -> _Replayed:
+    problems: list[DayProblem] = []
+    replay = BookReplay(folder, problems=problems, track_every=every)
+    engine = replay.engine
+    replay.advance()
+    diffs = folder.layout.diffs
+    check = FileCheck(f"diffs/{diffs.name}", diffs.stat().st_size if diffs.exists() else 0, replay.diff_rows)
+    for p in problems:
+        if p.file == diffs.name and p.kind == "truncated":
+            check.truncated = p.detail
+        elif p.file == "diffs" and p.kind == "unreadable_row":
+            check.unparsable_rows += 1
+        elif p.file == "diffs" and p.kind == "seq_order":
+            check.seq_errors += 1
+    stats = engine.stats
+    counts = {key: getattr(stats, key) for key in COUNTERS if key != "trades"}
+    return _Replayed(
+        counts,
+        engine.state.name,
+        replay.diff_rows,
+        replay.snapshots_used,
+        check,
+        problems,
+        replay.problems_total,
+        replay.state_seqs,
+        replay.states,
+        replay.tops,
+    )
 
 
-def _snapshot_levels(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    bids: list[tuple[str, str]] = []
-    asks: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for rec in csv.DictReader(f):
-            (bids if rec["side"] == "bid" else asks).append((rec["price"], rec["qty"]))
-    return bids, asks
+# -- pass 2: integrity -------------------------------------------------------------------
 
 
-def validate_day(path: str | Path) -> DayReport:
-    """Replay the day folder ``path`` and report what was verified (see the module docstring).
+@dataclass(slots=True)
+class _Checked:
+    files: list[FileCheck]
+    problems: list[DayProblem]
+    problems_total: int
+    trades: int
+    frame_seqs: bytes  # array('q') of every book frame's recv_seq
+    frames: dict[int, list[str]]
 
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[DayProblem] = []
+        self.total = 0
+
+    def add(self, problem: DayProblem) -> None:
+        self.total += 1
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def lines(self, path: Path, check: FileCheck) -> Any:
+        try:
+            yield from gzip_lines(path)
+        except CorruptFile as exc:
+            check.truncated = str(exc)
+            self.add(DayProblem("truncated", str(exc), file=check.file))
+
+    def seq_error(self, check: FileCheck, seq: int, last: int, what: str) -> None:
+        check.seq_errors += 1
+        self.add(DayProblem("seq_order", f"{what} recv_seq {seq} after {last}", seq, check.file, last, seq))
+
+    def bad_row(self, check: FileCheck, line: bytes, seq: int | None = None) -> None:
+        check.unparsable_rows += 1
+        self.add(DayProblem("unreadable_row", f"row {line[:80]!r}", seq, check.file))
+
+    def ledger_file(self, path: Path, rel: str) -> FileCheck:
+        """The ledger or gaps file (quoted fields may hold commas and newlines): width and
+        never-decreasing recv_seq, read with the csv module."""
+        check = FileCheck(rel, path.stat().st_size)
+        data, problem = read_gzip(path)
+        if problem is not None:
+            check.truncated = problem
+            self.add(DayProblem("truncated", problem, file=rel))
+        reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
+        header = next(reader, [])
+        seq_col = header.index("recv_seq") if "recv_seq" in header else -1
+        last = -1
+        for fields in reader:
+            check.rows += 1
+            if len(fields) != len(header):
+                self.bad_row(check, ",".join(fields).encode())
+                continue
+            if seq_col < 0:
+                continue
+            try:
+                seq = int(fields[seq_col])
+            except ValueError:
+                self.bad_row(check, ",".join(fields).encode())
+                continue
+            if seq < last:
+                self.seq_error(check, seq, last, rel)
+            last = seq
+        return check
+
+    def csv_file(self, path: Path, rel: str, row_fn: Callable[[int, bytes], None]) -> FileCheck:
+        """A data CSV (never quoted): header width, strictly increasing recv_seq, per-row hook."""
+        check = FileCheck(rel, path.stat().st_size)
+        width = 0
+        last = -1
+        for i, line in enumerate(self.lines(path, check)):
+            if i == 0:
+                width = line.count(b",") + 1
+                if not line.startswith(b"recv_seq,"):
+                    self.bad_row(check, line)
+                continue
+            check.rows += 1
+            if line.count(b",") + 1 != width:
+                self.bad_row(check, line)
+                continue
+            try:
+                seq = int(line[: line.find(b",")])
+            except ValueError:
+                self.bad_row(check, line)
+                continue
+            if seq <= last:
+                self.seq_error(check, seq, last, rel)
+            last = seq
+            row_fn(seq, line)
+        return check
+
+
+def _integrity(folder: DayFolder, every: int) -> _Checked:
+    lay = folder.layout
+    checker = _Checker()
+    files: list[FileCheck] = []
+    root = folder.root
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    # The ledger (already read by the replay) and the gaps file: never decreasing.
+    files.append(checker.ledger_file(lay.events, rel(lay.events)))
+    if lay.gaps.exists():
+        files.append(checker.ledger_file(lay.gaps, rel(lay.gaps)))
+
+    # Book frames: every recv_seq, and the levels of the sampled ones.
+    frame_seqs = array("q")
+    frames: dict[int, list[str]] = {}
+
+    def on_frame(seq: int, line: bytes) -> None:
+        frame_seqs.append(seq)
+        if seq % every == 0:
+            frames[seq] = line.decode("utf-8", "replace").split(",")[5:]
+
+    if lay.book_frames.exists():
+        files.append(checker.csv_file(lay.book_frames, rel(lay.book_frames), on_frame))
+
+    # Trades: strictly increasing recv_seq, no trade id twice.
+    ids = array("q")
+    text_ids: list[bytes] = []
+
+    def on_trade(seq: int, line: bytes) -> None:
+        tid = line.split(b",", 4)[3]
+        try:
+            ids.append(int(tid))
+        except (ValueError, OverflowError):
+            text_ids.append(tid)
+
+    trades = 0
+    if lay.trades.exists():
+        check = checker.csv_file(lay.trades, rel(lay.trades), on_trade)
+        trades = check.rows - check.unparsable_rows
+        dup_ids = _duplicates(ids, text_ids)
+        check.duplicates = len(dup_ids)
+        for tid in dup_ids[:20]:
+            checker.add(
+                DayProblem("duplicate_trade", f"trade id {tid} recorded more than once", file=check.file)
+            )
+        checker.total += max(0, len(dup_ids) - 20)
+        files.append(check)
+
+    if lay.trades_raw.exists():
+        raw = FileCheck(rel(lay.trades_raw), lay.trades_raw.stat().st_size)
+        last = -1
+        loads = orjson.loads
+        for line in checker.lines(lay.trades_raw, raw):
+            try:
+                seq = int(loads(line)["recv_seq"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                checker.bad_row(raw, line)
+                continue
+            raw.rows += 1
+            if seq <= last:
+                checker.seq_error(raw, seq, last, raw.file)
+            last = seq
+        files.append(raw)
+        if lay.trades.exists() and raw.rows != trades and raw.truncated is None:
+            checker.add(
+                DayProblem(
+                    "count_mismatch",
+                    f"{raw.rows} raw trade rows but {trades} normalized trades",
+                    file=raw.file,
+                    expected=trades,
+                    got=raw.rows,
+                )
+            )
+    return _Checked(files, checker.problems, checker.total, trades, frame_seqs.tobytes(), frames)
+
+
+def _duplicates(ids: array[int], text_ids: list[bytes]) -> list[str]:
+    out: list[str] = []
+    if ids:
+        values = np.frombuffer(ids, dtype=np.int64)
+        ordered = np.sort(values, kind="stable")
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        out += [str(v) for v in np.unique(repeated)]
+    if text_ids:
+        seen: set[bytes] = set()
+        for tid in text_ids:
+            if tid in seen:
+                out.append(tid.decode("utf-8", "replace"))
+            seen.add(tid)
+    return out
+
+
+def _integrity_in_subprocess(folder: DayFolder, every: int) -> subprocess.Popen[bytes]:
+    """Start the integrity pass in a fresh interpreter (``python -m mmdata.validate.day``).
+
+    A plain subprocess rather than multiprocessing: it never re-imports the caller's
+    ``__main__`` (a user's script without a ``__main__`` guard keeps working) and does not
+    fork a process that may hold threads.
+    """
+    cmd = [sys.executable, "-m", "mmdata.validate.day", str(folder.root), str(every)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _collect(proc: subprocess.Popen[bytes]) -> _Checked | None:
+    out, _err = proc.communicate()
+    if proc.returncode != 0:
+        return None
+    data = pickle.loads(out)
+    return _Checked(
+        [FileCheck(**f) for f in data["files"]],
+        [DayProblem(**p) for p in data["problems"]],
+        data["problems_total"],
+        data["trades"],
+        data["frame_seqs"],
+        data["frames"],
+    )
+
+
+def _worker_main(argv: list[str]) -> None:
+    checked = _integrity(open_day_folder(argv[0]), int(argv[1]))
+    data = {
+        "files": [{k: getattr(f, k) for k in FileCheck.__slots__} for f in checked.files],  # type: ignore[attr-defined]
+        "problems": [{k: getattr(p, k) for k in DayProblem.__slots__} for p in checked.problems],  # type: ignore[attr-defined]
+        "problems_total": checked.problems_total,
+        "trades": checked.trades,
+        "frame_seqs": checked.frame_seqs,
+        "frames": checked.frames,
+    }
+    sys.stdout.buffer.write(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# -- the whole ----------------------------------------------------------------------------
+
+
+def validate_day(path: str | Path, *, workers: int | None = None) -> DayReport:
+    """Validate the day folder ``path`` (see the module docstring).
+
+    ``workers``: 1 runs both passes in this process; 2 runs the integrity pass in a second
+    process; None (default) uses two on a big day when this machine has two cores.
     Raises :class:`~mmdata.errors.StoreError` when ``path`` is not a recorded day folder.
     """
-    root = Path(path)
-    events_files = sorted(root.glob("events_*.csv.gz"))
-    if not root.is_dir() or not events_files:
-        raise StoreError(f"{root} is not a recorded day folder (no events_*.csv.gz)", path=str(root))
-    report = DayReport(str(root), "", "")
-    ledger = _ledger(events_files[0], report)
-    header = next((r for r in ledger if r["event"] in ("run_start", "window_start")), None)
-    if header is None:
-        raise StoreError(f"{events_files[0]} has no run_start row", path=str(root))
-    head = _details(header)
-    exchange = str(head.get("exchange", ""))
-    symbol = str(head.get("symbol", ""))
-    depth = int(head.get("book_depth") or 25)
-    report.exchange, report.symbol = exchange, symbol
-    try:
-        adapter = exchanges.get(exchange)
-    except ConfigError as exc:
-        raise StoreError(f"{root}: {exc}", path=str(root)) from exc
-    engine: SyncEngine = adapter.new_sync_engine(symbol, depth)
-    label = root.name
-    fs = events_files[0].name[len("events_") : -len(f"_{label}.csv.gz")]
-
-    # Ledger actions in (recv_seq, event_id) order.
-    actions: list[tuple[int, int, dict[str, str]]] = []
-    for row in ledger:
-        if row["event"] in ("snapshot", "state_change", "sequence_break", "instrument", "run_start"):
-            try:
-                actions.append((int(row["recv_seq"]), int(row["event_id"]), row))
-            except ValueError:
-                _problem(report, DayProblem("unreadable_row", f"ledger row {row!r:.120}", file="events"))
-    actions.sort(key=lambda a: (a[0], a[1]))
-
-    frames, frame_seqs, n_levels = _frames(root / f"orderbook_ws_depth_{fs}_{label}.csv.gz", report)
-
-    def handle(outputs: Any, seq: int | None) -> None:
-        out: SyncOutput
-        for out in outputs:
-            if type(out) is GapDetected:
-                assert isinstance(out, GapDetected)
-                _problem(
-                    report,
-                    DayProblem("gap", out.reason, seq, "diffs", out.expected, out.got),
-                )
-            elif type(out) is ChecksumMismatch:
-                assert isinstance(out, ChecksumMismatch)
-                _problem(
-                    report,
-                    DayProblem(
-                        "checksum_mismatch", "venue checksum differs", seq, "diffs", out.expected, out.got
-                    ),
-                )
-
-    def check_frame(seq: int) -> None:
-        if seq not in frame_seqs:
-            return
-        if engine.state is not SyncState.SYNCED:
-            report.frames_unsynced += 1
-            _problem(
-                report,
-                DayProblem("frame_unsynced", f"book frame written while {engine.state.name}", seq, "book"),
-            )
-            return
-        want = frames.get(seq)
-        if want is None:
-            return
-        bids, asks = engine.book.top(n_levels)
-        got = [x for lv in bids for x in lv] + [""] * (2 * (n_levels - len(bids)))
-        got += [x for lv in asks for x in lv] + [""] * (2 * (n_levels - len(asks)))
-        report.frames_checked += 1
-        if got != want:
-            report.frames_mismatched += 1
-            _problem(
-                report, DayProblem("frame_mismatch", "book frame differs from replayed book", seq, "book")
-            )
-
-    def run_action(row: dict[str, str], seq: int) -> None:
-        event = row["event"]
-        info = _details(row)
-        if event == "snapshot":
-            file = root / row["snapshot_file"]
-            try:
-                bids, asks = _snapshot_levels(file)
-            except (OSError, KeyError, csv.Error) as exc:
-                _problem(
-                    report, DayProblem("unreadable_row", f"snapshot {file.name}: {exc}", seq, "snapshots")
-                )
-                return
-            uid = info.get("update_id")
-            snap = BookSnapshot(
-                exchange,
-                symbol,
-                bids,
-                asks,
-                None,
-                uid if isinstance(uid, int) else None,
-                info.get("checksum"),
-            )
-            report.snapshots_used += 1
-            handle(engine.receive(snap), seq)
-            if info.get("source") != "local_book":
-                check_frame(seq)
-        elif (event == "state_change" and row["state"] == "CONNECTING") or event == "run_start":
-            # The recorder's engine was reset here (new connection, maintenance, a new run).
-            engine.reset(row.get("reason") or event)
-        elif event == "sequence_break":
-            brk = SequenceBreak(exchange, int(info.get("expected", 0)), int(info.get("got", 0)))
-            handle(engine.receive(brk), seq)
-        elif event == "instrument":
-            inst = Instrument(exchange, symbol, int(info["price_precision"]), int(info["qty_precision"]))
-            engine.receive(inst)
-
-    k = 0
-    n_actions = len(actions)
-    diffs_path = root / "diffs" / f"depth_diffs_{fs}_{label}.ndjson.gz"
-    for line in _rows(diffs_path, report):
+    t0 = time.perf_counter()
+    folder = open_day_folder(path)
+    report = DayReport(str(folder.root), folder.exchange, folder.symbol, folder.label)
+    every = sample_every(folder)
+    report.compressed_bytes = sum(p.stat().st_size for p in folder.root.rglob("*.gz") if p.is_file())
+    if workers is None:
+        cores = os.cpu_count() or 1
+        workers = 2 if cores >= 2 and report.compressed_bytes >= PARALLEL_MIN_BYTES else 1
+    checked: _Checked | None = None
+    if workers >= 2:
+        proc = _integrity_in_subprocess(folder, every)
         try:
-            rec = orjson.loads(line)
-            seq = int(rec["recv_seq"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            _problem(report, DayProblem("unreadable_row", f"diff row {line[:80]!r}", file="diffs"))
-            continue
-        while k < n_actions and actions[k][0] < seq:
-            run_action(actions[k][2], actions[k][0])
-            k += 1
-        report.diff_rows += 1
-        if rec.get("kind") == "checksum":
-            event: Any = BookChecksum(exchange, symbol, int(rec["checksum"]), rec.get("event_time_ms"))
-        else:
-            event = BookDiff(
-                exchange,
-                symbol,
-                rec["bids"],
-                rec["asks"],
-                rec.get("event_time_ms"),
-                rec.get("first_id"),
-                rec.get("last_id"),
-                rec.get("checksum"),
-            )
-        outputs = engine.receive(event)
-        if outputs:
-            handle(outputs, seq)
-        check_frame(seq)
-    while k < n_actions:
-        run_action(actions[k][2], actions[k][0])
-        k += 1
-
-    stats = engine.stats
-    report.diffs_applied = stats.diffs_applied
-    report.checksums_verified = stats.checksums_verified
-    report.checksum_mismatches = stats.checksum_mismatches
-    report.gaps = stats.gaps
-    report.resyncs = stats.resyncs
-    report.crossed_states = stats.crossed_states
-    report.final_state = engine.state.name
-    report.trades = sum(1 for _ in _rows(root / f"trades_ws_{fs}_{label}.csv.gz", report)) - 1
-    report.trades = max(report.trades, 0)
-    if report.snapshots_used == 0 and report.diff_rows:
-        _problem(
-            report, DayProblem("never_synced", "no snapshot in the day folder: the book was never proven")
-        )
+            replayed = _replay(folder, every)
+        finally:
+            checked = _collect(proc)  # None if the helper failed: done here instead
+        if checked is None:
+            checked = _integrity(folder, every)
+    else:
+        replayed = _replay(folder, every)
+        checked = _integrity(folder, every)
+    _merge(report, folder, replayed, checked)
+    report.seconds = time.perf_counter() - t0
     return report
 
 
-def _frames(path: Path, report: DayReport, every: int = 7) -> tuple[dict[int, list[str]], set[int], int]:
-    """Every ``every``-th book frame's levels by recv_seq, the recv_seq of every frame, and N levels."""
-    sampled: dict[int, list[str]] = {}
-    seqs: set[int] = set()
-    width = 0
-    for i, line in enumerate(_rows(path, report)):
-        if i == 0:
-            width = line.count(b",") + 1
-            continue
-        head = line.partition(b",")[0]
-        try:
-            seq = int(head)
-        except ValueError:
-            _problem(report, DayProblem("unreadable_row", f"book frame {line[:60]!r}", file="book"))
-            continue
-        seqs.add(seq)
-        if i % every == 0:
-            parts = line.decode("utf-8", "replace").split(",")
-            if len(parts) != width:
-                _problem(report, DayProblem("unreadable_row", f"book frame {line[:60]!r}", seq, "book"))
+def _merge(report: DayReport, folder: DayFolder, replayed: _Replayed, checked: _Checked) -> None:
+    for key, value in replayed.counts.items():
+        setattr(report, key, value)
+    report.final_state = replayed.final_state
+    report.diff_rows = replayed.diff_rows
+    report.snapshots_used = replayed.snapshots_used
+    report.trades = checked.trades
+    report.bad_messages = sum(1 for row in folder.ledger if row.get("event") == "bad_message")
+    if folder.ledger_problem is not None:
+        report.add(DayProblem("truncated", folder.ledger_problem, file=folder.layout.events.name))
+    for p in replayed.problems:
+        report.add(p)
+    report.problems_total += replayed.problems_total - len(replayed.problems)
+    for p in checked.problems:
+        report.add(p)
+    report.problems_total += checked.problems_total - len(checked.problems)
+    report.files = [replayed.diffs_file, *checked.files] if folder.layout.diffs.exists() else checked.files
+    report.sidecars = sorted(p.relative_to(folder.root).as_posix() for p in folder.root.rglob("*.damaged-*"))
+
+    # Book frames against the replayed engine.
+    seqs = array("q")
+    seqs.frombytes(checked.frame_seqs)
+    report.frames = len(seqs)
+    t_seq, t_state = replayed.transitions_seq, replayed.transitions_state
+    synced = int(SyncState.SYNCED)
+    if folder.layout.diffs.exists():
+        for seq in seqs:
+            if t_state[bisect_right(t_seq, seq) - 1] != synced:
+                report.frames_unsynced += 1
+                report.add(
+                    DayProblem(
+                        "frame_unsynced", "book frame written while the book was not proven", seq, "book"
+                    )
+                )
+        tops = replayed.tops
+        for seq, want in checked.frames.items():
+            got = tops.get(seq)
+            if got is None:
                 continue
-            sampled[seq] = parts[5:]
-    return sampled, seqs, max(0, (width - 5) // 4)
+            report.frames_checked += 1
+            if got != want:
+                report.frames_mismatched += 1
+                report.add(
+                    DayProblem("frame_mismatch", "book frame differs from the replayed book", seq, "book")
+                )
+        if report.snapshots_used == 0 and report.diff_rows:
+            report.add(DayProblem("never_synced", "no snapshot in the day folder: the book was never proven"))
+    elif report.frames:
+        report.add(
+            DayProblem(
+                "unverifiable",
+                "no diffs/ file (recorded with STORE_DEPTH_DIFFS=false): the book frames cannot be checked",
+            )
+        )
+
+
+if __name__ == "__main__":  # the integrity helper process of validate_day(workers=2)
+    _worker_main(sys.argv[1:])
