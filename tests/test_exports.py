@@ -31,6 +31,16 @@ PUBLIC_MODULES = [
     "mmdata.store.writers",
     "mmdata.record.window",
     "mmdata.validate",
+    "mmdata.validate.day",
+    "mmdata.validate.steps",
+    "mmdata.store.dayfolder",
+    "mmdata.store.layout",
+    "mmdata.replay",
+    "mmdata.replay.day",
+    "mmdata.replay.data",
+    "mmdata.replay.tables",
+    "mmdata.replay.timeparse",
+    "mmdata.replay.output",
 ]
 
 

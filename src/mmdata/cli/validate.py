@@ -1,4 +1,4 @@
-"""``mmdata validate``: verify a capture file offline."""
+"""``mmdata validate``: verify a capture file, a recorded day folder or every day under a root."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from mmdata.cli import app, err_console, fail
 from mmdata.errors import MMDataError
+from mmdata.store.dayfolder import find_day_folders
 from mmdata.validate import CaptureReport, validate_capture
+from mmdata.validate.day import DayReport, validate_day
 
 
 @app.command(no_args_is_help=True)
@@ -21,29 +23,53 @@ def validate(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A capture file (.jsonl or .jsonl.gz, mmdata capture format) to verify.", show_default=False
+            help=(
+                "A capture file (.jsonl / .jsonl.gz), a recorded day folder "
+                "(data/<exchange>/<SYMBOL_FS>/<YYYYMMDD>), or a folder above day folders "
+                "(a data root, an exchange or a symbol folder: every day below it)."
+            ),
+            show_default=False,
         ),
     ],
     json_out: Annotated[
         bool,
         typer.Option("--json", help="Print exactly one JSON object instead of tables (for scripts and CI)."),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes per day folder (default: 2 on big days when there are 2+ cores).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Replay a capture through the venue adapter and one sync engine per symbol, offline.
+    """Verify recorded data offline: books replayed, checksums and sequences checked, files intact.
 
-    Every Binance diff is sequence-checked against the recorded REST snapshots; every Kraken
-    and Bitfinex checksum is recomputed from the local book. Problems are located by line,
-    receive time and ids.
+    [bold]Capture file[/]: every Binance diff is sequence-checked against the recorded REST
+    snapshots; every Kraken and Bitfinex checksum is recomputed from the local book.
 
-    Exit status: [bold]0[/] no gap and no checksum mismatch, [bold]1[/] otherwise,
-    [bold]2[/] unreadable or truncated input.
+    [bold]Day folder[/]: the first snapshot is loaded and the diffs applied in [cyan]recv_seq[/]
+    order (diffs before it ignored), Binance [cyan]U/u[/] continuity and Kraken/Bitfinex
+    checksums checked after each diff, jumping to the next snapshot where the ledger says the
+    recorder resynced. File integrity too: truncated gzip members, unparsable rows,
+    [cyan]recv_seq[/] order, book frames equal to the replayed book at sampled points, trades
+    without duplicates. [bold]Data root[/]: every day below it, with a progress bar.
 
-    Example: [cyan]mmdata validate ../shared/fixtures/real/kraken_btcusd_book10_2023.capture.jsonl.gz[/]
+    Exit status: [bold]0[/] no problem, [bold]1[/] a gap, checksum mismatch or damaged row,
+    [bold]2[/] unreadable input (not a capture or day folder, truncated gzip member).
+
+    Examples:
+      [cyan]mmdata validate ../shared/fixtures/real/kraken_btcusd_book10_2023.capture.jsonl.gz[/]
+      [cyan]mmdata validate data/kraken/BTCUSD/20261121[/]
+      [cyan]mmdata validate data --json > report.json[/]
     """
-    if path.is_dir():
-        raise fail(f"{path} is a folder; give a capture file (.jsonl or .jsonl.gz)")
     if not path.exists():
         raise fail(f"{path} does not exist")
+    if path.is_dir():
+        _validate_days(path, json_out, workers)
+        return
     try:
         quiet = json_out or not err_console.is_terminal
         report = validate_capture(path) if quiet else _with_progress(path)
@@ -58,6 +84,122 @@ def validate(
             err_console.print(f"mmdata: error: {report.truncated}")
         raise typer.Exit(2)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _validate_days(root: Path, json_out: bool, workers: int | None) -> None:
+    try:
+        days = find_day_folders(root)
+    except MMDataError as exc:
+        raise fail(str(exc)) from None
+    if not days:
+        raise fail(
+            f"{root} holds no recorded day folder (a day folder is <exchange>/<SYMBOL_FS>/<YYYYMMDD> "
+            "with an events_*.csv.gz ledger)"
+        )
+    reports: list[DayReport] = []
+    unreadable: list[dict[str, str]] = []
+    show = not json_out and err_console.is_terminal
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
+    sizes = [sum(p.stat().st_size for p in d.rglob("*.gz") if p.is_file()) for d in days]
+    with Progress(*columns, console=err_console, transient=True, disable=not show) as bar:
+        task = bar.add_task("validating", total=sum(sizes))
+        for day, size in zip(days, sizes, strict=True):
+            bar.update(task, description=f"validating {day.relative_to(root) if day != root else day.name}")
+            try:
+                reports.append(validate_day(day, workers=workers))
+            except MMDataError as exc:
+                unreadable.append({"path": str(day), "error": str(exc)})
+            bar.advance(task, size)
+    single = len(days) == 1 and not unreadable
+    if json_out:
+        if single:
+            typer.echo(orjson.dumps(reports[0].as_json()).decode())
+        else:
+            doc = {
+                "ok": not unreadable and all(r.ok for r in reports),
+                "path": str(root),
+                "days": [r.as_json() for r in reports],
+                "unreadable": unreadable,
+            }
+            typer.echo(orjson.dumps(doc).decode())
+    else:
+        _print_days(reports, unreadable)
+    if unreadable or any(r.unreadable for r in reports):
+        if single and json_out:
+            err_console.print(f"mmdata: error: {reports[0].path}: part of the day could not be read")
+        raise typer.Exit(2)
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+def _print_days(reports: list[DayReport], unreadable: list[dict[str, str]]) -> None:
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out.width = 160
+    table = Table(title="recorded days", title_justify="left")
+    for col in (
+        "exchange",
+        "symbol",
+        "day",
+        "diffs applied",
+        "checksums ok",
+        "mismatches",
+        "gaps",
+        "resyncs",
+        "trades",
+        "frames ok",
+        "files",
+        "result",
+    ):
+        table.add_column(col, justify="left" if col in ("exchange", "symbol", "day", "result") else "right")
+    for r in reports:
+        bad_files = sum(1 for f in r.files if not f.ok)
+        table.add_row(
+            r.exchange,
+            r.symbol,
+            r.day,
+            f"{r.diffs_applied:,}",
+            f"{r.checksums_verified:,}",
+            f"[red]{r.checksum_mismatches}[/]" if r.checksum_mismatches else "0",
+            f"[red]{r.gaps}[/]" if r.gaps else "0",
+            str(r.resyncs),
+            f"{r.trades:,}",
+            f"{r.frames_checked - r.frames_mismatched:,}/{r.frames_checked:,}",
+            f"[red]{bad_files} bad[/]/{len(r.files)}" if bad_files else f"{len(r.files)} ok",
+            "[green]OK[/]" if r.ok else "[red]FAILED[/]",
+        )
+    out.print(table)
+    for r in reports:
+        for f in r.files:
+            if not f.ok:
+                what = [
+                    f"truncated: {f.truncated}" if f.truncated else "",
+                    f"{f.unparsable_rows} unparsable rows" if f.unparsable_rows else "",
+                    f"{f.seq_errors} recv_seq out of order" if f.seq_errors else "",
+                    f"{f.duplicates} duplicate trade ids" if f.duplicates else "",
+                ]
+                out.print(f"  [red]{f.file}[/]: " + "; ".join(w for w in what if w), soft_wrap=True)
+        for p in r.problems[:20]:
+            where = f"recv_seq {p.recv_seq}" if p.recv_seq is not None else (p.file or "day")
+            ids = f" (expected {p.expected}, got {p.got})" if p.expected is not None else ""
+            out.print(f"  [red]{p.kind}[/] {r.symbol} {r.day} at {where}: {p.detail}{ids}", soft_wrap=True)
+        if r.problems_total > 20:
+            out.print(f"  … and {r.problems_total - 20} more problems in {r.path} (use --json)")
+        if r.sidecars:
+            out.print(
+                f"  [yellow]note[/] {r.path}: damaged tails set aside by a restart: {', '.join(r.sidecars)}"
+            )
+    for u in unreadable:
+        out.print(f"  [red]unreadable[/] {u['path']}: {u['error']}", soft_wrap=True)
+    ok = sum(1 for r in reports if r.ok)
+    verdict = "[bold green]OK[/]" if ok == len(reports) and not unreadable else "[bold red]FAILED[/]"
+    diffs = sum(r.diff_rows for r in reports)
+    out.print(f"{verdict}  {ok}/{len(reports) + len(unreadable)} days ok, {diffs:,} diffs")
 
 
 def _with_progress(path: Path) -> CaptureReport:

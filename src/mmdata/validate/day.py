@@ -441,8 +441,8 @@ def _collect(proc: subprocess.Popen[bytes]) -> _Checked | None:
 def _worker_main(argv: list[str]) -> None:
     checked = _integrity(open_day_folder(argv[0]), int(argv[1]))
     data = {
-        "files": [{k: getattr(f, k) for k in FileCheck.__slots__} for f in checked.files],  # type: ignore[attr-defined]
-        "problems": [{k: getattr(p, k) for k in DayProblem.__slots__} for p in checked.problems],  # type: ignore[attr-defined]
+        "files": [{k: getattr(f, k) for k in FileCheck.__slots__} for f in checked.files],
+        "problems": [{k: getattr(p, k) for k in DayProblem.__slots__} for p in checked.problems],
         "problems_total": checked.problems_total,
         "trades": checked.trades,
         "frame_seqs": checked.frame_seqs,
