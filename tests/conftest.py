@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures with simulator-recorded day folders, for every test package.
+pytest_plugins = ["tests.recorded_days"]
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("MMDATA_FIXTURES", REPO.parent / "shared" / "fixtures" / "real"))
 
