@@ -23,6 +23,8 @@ valid file: the gzip writer is flushed/closed by :meth:`CaptureWriter.close`.
 from __future__ import annotations
 
 import gzip
+import queue
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -136,12 +138,65 @@ def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | object]:
         yield pending
 
 
-def gzip_lines(path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE) -> Iterator[bytes]:
+class _Failed:
+    """An exception raised by the read-ahead thread, handed to the consumer."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int = 16) -> Iterator[bytes]:
+    """Run ``chunks`` in a thread, at most ``depth`` chunks ahead of the consumer; its
+    exceptions are raised here, in order, after every chunk before them."""
+    q: queue.Queue[bytes | _Failed | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: bytes | _Failed | None) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+        except BaseException as exc:  # handed over, re-raised by the consumer
+            put(_Failed(exc))
+            return
+        put(None)
+
+    thread = threading.Thread(target=work, name="mmdata-gunzip", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def gzip_lines(
+    path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE, read_ahead: bool = False
+) -> Iterator[bytes]:
     """Lines (without newline) of a member-wise gzip file, or of a plain file.
 
     Every complete line before a damaged or cut-short tail is yielded first; then
     :class:`~mmdata.errors.CorruptFile` says where reading stopped. Over-long lines are
-    skipped (they cannot be a row any mmdata writer produced).
+    skipped (they cannot be a row any mmdata writer produced). ``read_ahead=True``
+    decompresses in a background thread (zlib releases the GIL), overlapping it with the
+    caller's work on the lines: for big files read by a busy loop.
     """
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below
@@ -151,6 +206,9 @@ def gzip_lines(path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE) -> 
         head = raw.read(2)
         raw.seek(0)
         chunks = _gunzip_chunks(raw) if head == b"\x1f\x8b" else _raw_chunks(raw)
+        ahead = _read_ahead(chunks) if read_ahead else None
+        if ahead is not None:
+            chunks = ahead
         try:
             for line in _lines(chunks, max_line_bytes):
                 if line is not _TOO_LONG:
@@ -161,6 +219,9 @@ def gzip_lines(path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE) -> 
             raise CorruptFile(f"{path}: corrupt gzip data ({exc})", path=str(path)) from exc
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+        finally:
+            if ahead is not None:
+                ahead.close()  # stop and join the thread before the file closes
 
 
 def read_gzip(path: str | Path) -> tuple[bytes, str | None]:

@@ -174,7 +174,7 @@ class BookReplay:
         if not path.exists():
             return
         try:
-            yield from gzip_lines(path)
+            yield from gzip_lines(path, read_ahead=True)
         except CorruptFile as exc:
             self.problem(DayProblem("truncated", str(exc), file=path.name))
 
@@ -268,7 +268,10 @@ class BookReplay:
                     continue
                 # The common case inline (a row the recorder wrote); anything odd goes to _parse.
                 try:
-                    rec = loads(line)
+                    # The raw frame (last key, about half the row) is not needed to rebuild
+                    # the book: parse the row without it.
+                    cut = line.find(b',"raw":')
+                    rec = loads(line[:cut] + b"}" if cut > 0 else line)
                     seq = rec["recv_seq"]
                     t_ns = rec["recv_time_ns"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
