@@ -18,8 +18,8 @@ Days
 A recording must land in a single day folder (``day_dirs`` of the summary); one that crosses the
 trading-day boundary is refused (rerun with ``--regen`` after it).
 
-Measured (best time of 3 runs of each side, ``gc.collect()`` before each)
-------------------------------------------------------------------------
+Measured (best time of 3 interleaved runs of each side, ``gc.collect()`` before each)
+-------------------------------------------------------------------------------------
 1. **validate**: ``validate_day(day)`` with default workers (two processes on this 2-core machine
    for a big day) and with ``workers=1``, against a *bare pass* over the same files — every
    ``*.gz`` in the day folder, ``*.damaged-*`` excluded, i.e. exactly the set whose size
@@ -60,7 +60,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -75,7 +75,6 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 CACHE = OUT / "day_io"
 REPEAT = 3
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,16 +234,21 @@ def bare_pass(files: list[Path]) -> int:
     return lines_seen
 
 
-def best_of(fn: Callable[[], T], repeat: int = REPEAT) -> tuple[float, T]:
-    """Best wall time of ``repeat`` runs, and the last result."""
-    best = float("inf")
-    result: T
+def best_of(fns: dict[str, Callable[[], Any]], repeat: int = REPEAT) -> dict[str, tuple[float, Any]]:
+    """Best wall time of ``repeat`` runs of each function, and its last result.
+
+    The runs are interleaved (a, b, c, a, b, c, ...) so that a busy spell of the machine
+    weighs on every side alike.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    results: dict[str, Any] = {}
     for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            results[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: (best[name], results[name]) for name in fns}
 
 
 # -- the two measurements -----------------------------------------------------------------
@@ -257,9 +261,14 @@ def _problems(report: DayReport) -> list[dict[str, Any]]:
 def bench_validate(day: Day) -> dict[str, Any]:
     files = day_gz_files(day.path)
     size = sum(p.stat().st_size for p in files)
-    t_bare, lines = best_of(lambda: bare_pass(files))
-    t_default, rep_default = best_of(lambda: validate_day(day.path))
-    t_one, rep_one = best_of(lambda: validate_day(day.path, workers=1))
+    timed = best_of(
+        {
+            "bare": lambda: bare_pass(files),
+            "default": lambda: validate_day(day.path),
+            "one": lambda: validate_day(day.path, workers=1),
+        }
+    )
+    (t_bare, lines), (t_default, rep_default), (t_one, rep_one) = timed.values()
     assert rep_default.compressed_bytes == size, (rep_default.compressed_bytes, size)
     diffs = rep_one.diff_rows
     mb = size / 1e6
@@ -292,9 +301,10 @@ def bench_trades(day: Day) -> dict[str, Any]:
     folder = open_day_folder(day.path)
     path = folder.layout.trades
     d = open_day(day.path)
-    t_pa, table = best_of(lambda: pacsv.read_csv(path))
-    t_arrow, arrow = best_of(lambda: trades_table(path))
-    t_df, frame = best_of(d.trades)
+    timed = best_of(
+        {"pyarrow": lambda: pacsv.read_csv(path), "arrow": lambda: trades_table(path), "pandas": d.trades}
+    )
+    (t_pa, table), (t_arrow, arrow), (t_df, frame) = timed.values()
     rows = table.num_rows
     assert len(frame) == rows == arrow.num_rows, (len(frame), rows, arrow.num_rows)
     return {
@@ -344,7 +354,8 @@ def _table(v: dict[str, Any], t: dict[str, Any]) -> list[str]:
     ok = "ok" if v["ok_default"] and v["ok_workers1"] else f"NOT ok: {v['problems_total']} problems"
     rows.append(f"  target: ratio ≥ 50 %;  validate_day says the day is {ok}")
     rows += [
-        f"  trades load: {t['day']}/{t['file']}  ({t['rows']:,} rows, {t['compressed_bytes'] / 1e6:.1f} MB gzip)",
+        f"  trades load: {t['day']}/{t['file']}",
+        f"  ({t['rows']:,} rows, {t['compressed_bytes'] / 1e6:.1f} MB gzip)",
         f"  {'pyarrow.csv.read_csv(path)':<34} {t['pyarrow_read_csv_s']:>8.3f} s",
         f"  {'trades_table(path) (Arrow)':<34} {t['trades_table_s']:>8.3f} s  {t['ratio_trades_table']:.2f}×",
         f"  {'open_day(day).trades() (pandas)':<34} {t['open_day_trades_s']:>8.3f} s  {t['ratio']:.2f}×"
@@ -422,9 +433,13 @@ def main(quick: bool = False, regen: bool | None = None, profile: bool = False) 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller days (≥ 100,000 diffs / trades)")
-    parser.add_argument("--regen", action="store_true", help="record the days again (or MMDATA_BENCH_REGEN=1)")
+    parser.add_argument(
+        "--regen", action="store_true", help="record the days again (or MMDATA_BENCH_REGEN=1)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile top-15 of validate_day(workers=1)")
     args = parser.parse_args()
     main(args.quick, args.regen or None, args.profile)

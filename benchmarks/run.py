@@ -22,6 +22,9 @@ sim_throughput    simulator messages/s to 1 and 10 loopback clients and server C
 record_throughput recorder messages/s (all outputs on) vs the simulator's bare send rate to a
                   do-nothing client, msg per CPU-second, peak RSS for 1 and 20 symbols
                   (see benchmarks/record_throughput.py).
+day_io            ``validate_day`` on a recorded Kraken day of ≥ 1M diffs (MB/s, diffs/s vs a bare
+                  gunzip + orjson/split pass; target ≥ 50 %) and ``open_day(day).trades()`` on ≥ 1M
+                  recorded trades vs ``pyarrow.csv.read_csv`` (target ≤ 2×) (see benchmarks/day_io.py).
 """
 
 from __future__ import annotations
@@ -387,9 +390,16 @@ def bench_record(quick: bool) -> None:
     record_throughput.main(quick)
 
 
+def bench_day_io(quick: bool) -> None:
+    import day_io  # a sibling script (benchmarks/ is on sys.path when run.py runs)
+
+    day_io.main(quick)
+
+
 BENCHES: dict[str, Callable[[bool], None]] = {
     "sim_throughput": bench_sim,
     "record_throughput": bench_record,
+    "day_io": bench_day_io,
     "kraken_checksum": bench_kraken,
     "bitfinex_checksum": bench_bitfinex,
     "validate_btcusdt": bench_validate_btcusdt,

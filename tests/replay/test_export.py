@@ -348,6 +348,8 @@ def test_two_folders_of_the_same_day_export_once(day_copy: Callable[[str], Path]
 def test_bad_arguments(recorded_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown table 'book'"):
         export_parquet(recorded_data, tmp_path / "out", tables=["book"])
+    with pytest.raises(ValueError, match="no table to export"):
+        export_parquet(recorded_data, tmp_path / "out", tables=[])
     with pytest.raises(StoreError, match="no recorded day folder"):
         export_parquet(tmp_path, tmp_path / "out")
     with pytest.raises(StoreError, match="not a folder"):
@@ -417,6 +419,14 @@ def test_cli_source_without_day_folders_exits_2(tmp_path: Path) -> None:
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("mmdata: error:"), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_out_that_is_a_file_exits_2(recorded_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    result = runner.invoke(app, ["export", "parquet", str(recorded_data), str(out)])
+    assert result.exit_code == 2
+    assert "cannot create" in result.stderr
 
 
 def test_cli_help_has_an_example() -> None:

@@ -9,6 +9,7 @@ import csv
 import gzip
 import inspect
 import io
+import itertools
 import json
 import os
 import shutil
@@ -25,10 +26,10 @@ import pytest
 
 import mmdata
 from mmdata.errors import StoreError
-from mmdata.replay import BookView, Day, DataWarning
+from mmdata.replay import BookView, DataWarning, Day
 from mmdata.validate.steps import BookReplay
 from tests.record.dayfiles import csv_rows, ndjson_rows
-from tests.replay.conftest import VENUES, only_day
+from tests.recorded_days import VENUES, only_day
 
 S = 1_000_000_000
 STEP = 100_000_000  # iter_books(every="100ms")
@@ -477,12 +478,12 @@ def test_iter_books_walks_the_grid(venue: Venue) -> None:
     assert len(views) >= 10
     times = [v.time_ns for v in views]
     assert all(t % STEP == 0 for t in times), "grid times are multiples of the interval"
-    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [STEP] * (len(times) - 1)
+    assert [b - a for a, b in itertools.pairwise(times)] == [STEP] * (len(times) - 1)
     assert times[0] == -(-first // STEP) * STEP, "the grid starts at the day's first event"
     assert times[-1] >= last_diff and times[-1] - STEP < last_row, "and ends after its last one"
     assert all(len(v.bids) <= 5 and len(v.asks) <= 5 for v in views)
     assert views[-1].synced and len(views[-1].bids) == 5
-    for v in views[:: max(1, len(views) // 8)] + [views[-1]]:
+    for v in [*views[:: max(1, len(views) // 8)], views[-1]]:
         assert day.book_at(v.time_ns, levels=5) == v
     seqs = [v.recv_seq for v in views]
     assert seqs == sorted(seqs)

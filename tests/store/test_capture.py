@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from pathlib import Path
 
 import pytest
 
 from mmdata.errors import CorruptFile, StoreError
 from mmdata.store import CaptureWriter, open_capture
+from mmdata.store.capture import gzip_lines
 
 
 def _write(path: Path, n: int = 5) -> None:
@@ -117,3 +119,37 @@ def test_real_capture_reads_fully(real_capture) -> None:
         n = sum(1 for _ in reader)
     assert n == 41250
     assert reader.bad_lines == 0
+
+
+def _members_file(tmp_path: Path, n_members: int, torn: bool) -> tuple[Path, list[bytes]]:
+    lines = [b'{"recv_seq":%d,"pad":"%s"}' % (i, b"x" * (i % 97)) for i in range(n_members * 500)]
+    path = tmp_path / "rows.ndjson.gz"
+    with open(path, "wb") as f:
+        for m in range(n_members):
+            f.write(gzip.compress(b"\n".join(lines[m * 500 : (m + 1) * 500]) + b"\n"))
+        if torn:
+            member = gzip.compress(b"never complete\n" * 100)
+            f.write(member[: len(member) // 2])
+    return path, lines
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_gzip_lines_with_and_without_read_ahead(tmp_path: Path, read_ahead: bool) -> None:
+    path, lines = _members_file(tmp_path, 40, torn=False)
+    assert list(gzip_lines(path, read_ahead=read_ahead)) == lines
+    path, lines = _members_file(tmp_path, 40, torn=True)
+    got: list[bytes] = []
+    with pytest.raises(CorruptFile, match="complete rows before it were read"):
+        for line in gzip_lines(path, read_ahead=read_ahead):
+            got.append(line)
+    assert got == lines, "every complete line comes before the error, in order"
+
+
+def test_read_ahead_thread_stops_when_the_reader_stops_early(tmp_path: Path) -> None:
+    path, lines = _members_file(tmp_path, 200, torn=False)
+    before = {t.name for t in threading.enumerate()}
+    reader = gzip_lines(path, read_ahead=True)
+    assert next(reader) == lines[0]
+    assert any(t.name == "mmdata-gunzip" for t in threading.enumerate())
+    reader.close()
+    assert {t.name for t in threading.enumerate()} == before, "the read-ahead thread was joined"

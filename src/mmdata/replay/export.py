@@ -202,7 +202,8 @@ def _replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
 
 
 def _check_tables(tables: Iterable[str]) -> list[str]:
-    names = list(dict.fromkeys(tables))  # dedupe, keep order
+    # one name given as a plain string must not be iterated letter by letter
+    names = [tables] if isinstance(tables, str) else list(dict.fromkeys(tables))  # dedupe, keep order
     unknown = [n for n in names if n not in TABLES]
     if unknown:
         raise ValueError(f"unknown table {unknown[0]!r}: choose from {', '.join(TABLES)}")
@@ -367,7 +368,9 @@ def _export_one(
     kept = None if force else manifest.unchanged(key, stat, target)
     if kept is not None:
         counts.skipped += 1
-        summary.warnings += [ExportNote(name, where, str(m)) for m in kept.get("warnings", [])]
+        previous = kept.get("warnings")
+        if isinstance(previous, list):
+            summary.warnings += [ExportNote(name, where, str(m)) for m in previous]
         return
     try:
         table, problems = _read(day, name)
