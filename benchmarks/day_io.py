@@ -123,10 +123,11 @@ class DaySpec:
 
 
 # Kraken at --rate 400 records ~7,000 diffs/s (the simulator shares the recorder's process and
-# core); Binance at --rate 2000 records ~10,000 trades/s. Durations leave ~15 % headroom.
+# core); Binance at --rate 2000 records ~10,000 trades/s. Durations leave ~25 % headroom (the
+# machine may be busy).
 FULL = (
-    DaySpec("diffs", "kraken", "BTC/USD", rate=400, duration=160, min_diffs=1_000_000),
-    DaySpec("trades", "binance", "BTC/USDT", rate=2000, duration=115, min_trades=1_000_000),
+    DaySpec("diffs", "kraken", "BTC/USD", rate=400, duration=180, min_diffs=1_000_000),
+    DaySpec("trades", "binance", "BTC/USDT", rate=2000, duration=125, min_trades=1_000_000),
 )
 QUICK = (
     DaySpec("diffs", "kraken", "BTC/USD", rate=400, duration=18, min_diffs=100_000),

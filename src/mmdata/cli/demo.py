@@ -86,6 +86,9 @@ def demo_command(
     console.print(table)
     console.print(
         "\n[bold]Next:[/]\n"
+        f"  mmdata validate {data_dir}                     [dim]# every day, replayed + integrity[/]\n"
+        f"  mmdata replay {first_day} --every 1s -n 5 | head   [dim]# the book, second by second[/]\n"
+        f"  python -c \"import mmdata; print(mmdata.open_day('{first_day}').trades().head())\"\n"
         f"  zcat {first_day}/events_*.csv.gz | head            [dim]# the ledger[/]\n"
         f"  mmdata record -e {name} -s {config.symbols[0]} --simulate --duration 30 "
         "--sim-fault drop_diffs=0.02   [dim]# watch a resync[/]\n"
