@@ -192,3 +192,13 @@ def test_two_processes_and_one_give_the_same_report(recorded_data: Path) -> None
     day = next((recorded_data / "kraken" / "BTCUSD").iterdir())
     one_proc, two_proc = validate_day(day, workers=1), validate_day(day, workers=2)
     assert one_proc.as_json() == two_proc.as_json()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_runs_to_the_diffs_file_size(recorded_data: Path, workers: int) -> None:
+    day = next((recorded_data / "kraken" / "BTCUSD").iterdir())
+    seen: list[tuple[int, int]] = []
+    assert validate_day(day, workers=workers, progress=lambda done, total: seen.append((done, total))).ok
+    (diffs,) = day.glob("diffs/*.ndjson.gz")
+    assert seen and seen[-1] == (diffs.stat().st_size, diffs.stat().st_size)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

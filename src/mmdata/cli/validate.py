@@ -109,13 +109,20 @@ def _validate_days(root: Path, json_out: bool, workers: int | None) -> None:
     sizes = [sum(p.stat().st_size for p in d.rglob("*.gz") if p.is_file()) for d in days]
     with Progress(*columns, console=err_console, transient=True, disable=not show) as bar:
         task = bar.add_task("validating", total=sum(sizes))
+        base = 0
         for day, size in zip(days, sizes, strict=True):
             bar.update(task, description=f"validating {day.relative_to(root) if day != root else day.name}")
+
+            def moved(done: int, total: int, base: int = base, size: int = size) -> None:
+                # The diffs replay is most of a day's work: move the bar through the day with it.
+                bar.update(task, completed=base + (size * done // total if total else 0))
+
             try:
-                reports.append(validate_day(day, workers=workers))
+                reports.append(validate_day(day, workers=workers, progress=moved if show else None))
             except MMDataError as exc:
                 unreadable.append({"path": str(day), "error": str(exc)})
-            bar.advance(task, size)
+            base += size
+            bar.update(task, completed=base)
     single = len(days) == 1 and not unreadable
     if json_out:
         if single:

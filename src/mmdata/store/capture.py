@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -147,7 +147,7 @@ class _Failed:
         self.exc = exc
 
 
-def _read_ahead(chunks: Iterator[bytes], depth: int = 16) -> Iterator[bytes]:
+def _read_ahead(chunks: Iterator[bytes], depth: int = 16) -> Generator[bytes, None, None]:
     """Run ``chunks`` in a thread, at most ``depth`` chunks ahead of the consumer; its
     exceptions are raised here, in order, after every chunk before them."""
     q: queue.Queue[bytes | _Failed | None] = queue.Queue(maxsize=depth)
@@ -187,8 +187,28 @@ def _read_ahead(chunks: Iterator[bytes], depth: int = 16) -> Iterator[bytes]:
         thread.join()
 
 
+class _Counted:
+    """A binary file whose reads report how many (compressed) bytes were consumed."""
+
+    __slots__ = ("_on_read", "_raw")
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_read = on_read
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._on_read(len(data))
+        return data
+
+
 def gzip_lines(
-    path: str | Path, *, max_line_bytes: int = _DEFAULT_MAX_LINE, read_ahead: bool = False
+    path: str | Path,
+    *,
+    max_line_bytes: int = _DEFAULT_MAX_LINE,
+    read_ahead: bool = False,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """Lines (without newline) of a member-wise gzip file, or of a plain file.
 
@@ -196,7 +216,9 @@ def gzip_lines(
     :class:`~mmdata.errors.CorruptFile` says where reading stopped. Over-long lines are
     skipped (they cannot be a row any mmdata writer produced). ``read_ahead=True``
     decompresses in a background thread (zlib releases the GIL), overlapping it with the
-    caller's work on the lines: for big files read by a busy loop.
+    caller's work on the lines: for big files read by a busy loop. ``on_read(n)`` is called
+    as each ``n`` bytes of the file are consumed (for progress bars; from the read-ahead
+    thread when there is one).
     """
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below
@@ -205,7 +227,8 @@ def gzip_lines(
     with raw:
         head = raw.read(2)
         raw.seek(0)
-        chunks = _gunzip_chunks(raw) if head == b"\x1f\x8b" else _raw_chunks(raw)
+        source: Any = _Counted(raw, on_read) if on_read is not None else raw
+        chunks = _gunzip_chunks(source) if head == b"\x1f\x8b" else _raw_chunks(source)
         ahead = _read_ahead(chunks) if read_ahead else None
         if ahead is not None:
             chunks = ahead

@@ -194,9 +194,9 @@ class _Replayed:
     tops: dict[int, list[str]]
 
 
-def _replay(folder: DayFolder, every: int) -> _Replayed:
+def _replay(folder: DayFolder, every: int, on_read: Callable[[int], None] | None = None) -> _Replayed:
     problems: list[DayProblem] = []
-    replay = BookReplay(folder, problems=problems, track_every=every)
+    replay = BookReplay(folder, problems=problems, track_every=every, on_read=on_read)
     engine = replay.engine
     replay.advance()
     diffs = folder.layout.diffs
@@ -454,11 +454,18 @@ def _worker_main(argv: list[str]) -> None:
 # -- the whole ----------------------------------------------------------------------------
 
 
-def validate_day(path: str | Path, *, workers: int | None = None) -> DayReport:
+def validate_day(
+    path: str | Path,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DayReport:
     """Validate the day folder ``path`` (see the module docstring).
 
     ``workers``: 1 runs both passes in this process; 2 runs the integrity pass in a second
     process; None (default) uses two on a big day when this machine has two cores.
+    ``progress(done, total)``: compressed bytes of the diffs file replayed so far (the bulk
+    of the work), called as reading goes on, possibly from a helper thread.
     Raises :class:`~mmdata.errors.StoreError` when ``path`` is not a recorded day folder.
     """
     t0 = time.perf_counter()
@@ -469,17 +476,26 @@ def validate_day(path: str | Path, *, workers: int | None = None) -> DayReport:
     if workers is None:
         cores = os.cpu_count() or 1
         workers = 2 if cores >= 2 and report.compressed_bytes >= PARALLEL_MIN_BYTES else 1
+    on_read: Callable[[int], None] | None = None
+    if progress is not None:
+        total = folder.layout.diffs.stat().st_size if folder.layout.diffs.exists() else 0
+        done = [0]
+
+        def on_read(n: int) -> None:
+            done[0] += n
+            progress(done[0], total)
+
     checked: _Checked | None = None
     if workers >= 2:
         proc = _integrity_in_subprocess(folder, every)
         try:
-            replayed = _replay(folder, every)
+            replayed = _replay(folder, every, on_read)
         finally:
             checked = _collect(proc)  # None if the helper failed: done here instead
         if checked is None:
             checked = _integrity(folder, every)
     else:
-        replayed = _replay(folder, every)
+        replayed = _replay(folder, every, on_read)
         checked = _integrity(folder, every)
     _merge(report, folder, replayed, checked)
     report.seconds = time.perf_counter() - t0

@@ -106,6 +106,7 @@ class BookReplay:
     ``problems`` collects gaps, checksum mismatches and unreadable rows (each located);
     ``track_every=k`` keeps the engine state at every change and the top-N book (the book
     frames' width) after every ``recv_seq`` divisible by ``k``, for checking book frames;
+    ``on_read(n)`` reports compressed bytes of the diffs file consumed (progress bars);
     ``on_step(seq, changed)``, when given, runs after every applied diff and ledger action;
     ``changed`` is False when the step only updated the book (the state cannot have changed).
     """
@@ -118,11 +119,13 @@ class BookReplay:
         on_step: Callable[[int, bool], None] | None = None,
         start_after: tuple[int, int] | None = None,
         track_every: int = 0,
+        on_read: Callable[[int], None] | None = None,
     ) -> None:
         self.folder = folder
         self.problems: list[DayProblem] = problems if problems is not None else []
         self.problems_total = 0
         self.on_step = on_step
+        self._on_read = on_read
         try:
             adapter = exchanges.get(folder.exchange)
         except ConfigError as exc:
@@ -174,7 +177,7 @@ class BookReplay:
         if not path.exists():
             return
         try:
-            yield from gzip_lines(path, read_ahead=True)
+            yield from gzip_lines(path, read_ahead=True, on_read=self._on_read)
         except CorruptFile as exc:
             self.problem(DayProblem("truncated", str(exc), file=path.name))
 
