@@ -41,6 +41,7 @@ PUBLIC_MODULES = [
     "mmdata.replay.tables",
     "mmdata.replay.timeparse",
     "mmdata.replay.output",
+    "mmdata.replay.export",
 ]
 
 

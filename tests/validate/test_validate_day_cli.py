@@ -179,6 +179,8 @@ def test_a_root_with_one_bad_day_reports_each_and_exits_with_the_worst(
     [
         (lambda p: p / "nothing-here", "does not exist"),
         (lambda p: p, "holds no recorded day folder"),
+        # Brackets in a path are text, not rich markup, in the error line.
+        (lambda p: p / "[bold]x[/bold] [Errno 2]", "[bold]x[/bold] [Errno 2] does not exist"),
     ],
 )
 def test_unusable_input_is_one_clear_line_and_exit_2(

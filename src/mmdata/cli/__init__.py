@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mmdata import __version__
 
@@ -35,7 +36,8 @@ err_console = Console(stderr=True, highlight=False)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``mmdata: error: message`` on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]mmdata: error:[/] {message}", markup=True, soft_wrap=True)
+    # Messages carry paths and OS errors ("[Errno 2] ..."): never read them as rich markup.
+    err_console.print(f"[bold red]mmdata: error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 

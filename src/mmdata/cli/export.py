@@ -90,7 +90,7 @@ def parquet(
     """
     names = _table_names(tables)
     if not source.exists():
-        raise fail(f"{escape(str(source))} does not exist")
+        raise fail(f"{source} does not exist")
     try:
         quiet = json_out or not err_console.is_terminal
         if quiet:
@@ -98,7 +98,7 @@ def parquet(
         else:
             summary = _with_progress(source, out, names, force)
     except MMDataError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     if json_out:
         typer.echo(orjson.dumps(summary.as_json()).decode())
     else:
@@ -151,6 +151,6 @@ def _print_summary(summary: ExportSummary) -> None:
         if len(notes) > 50:
             out.print(f"  … and {len(notes) - 50} more (use --json for all)")
     verdict = "[bold green]OK[/]" if summary.ok else "[bold red]PROBLEMS[/]"
-    out.print(
-        f"{verdict}  {summary.days} day folders from {escape(str(summary.source))}, {summary.seconds:.2f} s"
-    )
+    plural = "" if summary.days == 1 else "s"
+    source = escape(str(summary.source))
+    out.print(f"{verdict}  {summary.days} day folder{plural} from {source}, {summary.seconds:.2f} s")

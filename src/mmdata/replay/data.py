@@ -25,6 +25,8 @@ __all__ = ["Data", "open_data"]
 
 
 def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):  # also pandas.Timestamp; before `date`, its base class
+        return value.astimezone(UTC).date() if value.tzinfo is not None else value.date()
     if isinstance(value, date):
         return value
     text = str(value).strip()

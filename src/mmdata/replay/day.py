@@ -12,6 +12,7 @@ Loaders read whole files (one day of one symbol); :meth:`Day.iter_books` and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -227,6 +228,7 @@ class Day:
         t_ns = parse_time_ns(when, self.date)
         replay = BookReplay(self.folder, start_after=self._start_point(t_ns))
         replay.advance(until_ns=t_ns)
+        _warn_damage(replay, 0)
         return _view(replay, t_ns, levels)
 
     def _start_point(self, t_ns: int) -> tuple[int, int] | None:
@@ -261,21 +263,45 @@ class Day:
         Grid times are multiples of ``every`` since midnight UTC. Views of moments when the
         book was not proven have ``state`` != ``SYNCED`` and no levels.
         """
+        # Arguments are checked now, not at the first next(): errors point at the call.
         self._require_diffs()
         step = parse_duration_ns(every)
+        t_start = parse_time_ns(start, self.date) if start is not None else None
+        t_end = parse_time_ns(end, self.date) if end is not None else None
+        return self._books(step, levels, t_start, t_end)
+
+    def _books(
+        self, step: int, levels: int | None, t_start: int | None, t_end: int | None
+    ) -> Iterator[BookView]:
         replay = BookReplay(self.folder)
         first = replay.next_time_ns()
         if first is None:
             return
-        t_start = parse_time_ns(start, self.date) if start is not None else first
-        t_end = parse_time_ns(end, self.date) if end is not None else None
-        t = -(-t_start // step) * step  # first grid point at or after the start
+        t = -(-(t_start if t_start is not None else first) // step) * step  # first grid point at/after
+        warned = 0
         while t_end is None or t <= t_end:
             more = replay.advance(until_ns=t)
+            warned = _warn_damage(replay, warned)
             yield _view(replay, t, levels)
             if not more and t_end is None:
                 return
             t += step
+
+
+_DAMAGE = frozenset(("truncated", "unreadable_row", "seq_order"))
+
+
+def _warn_damage(replay: BookReplay, already: int) -> int:
+    """Warn (DataWarning) about damaged diff rows found since ``already`` problems; returns the
+    new count. Gaps and mismatches are not warned about: views show them as their state."""
+    problems = replay.problems
+    for p in problems[already:]:
+        if p.kind in _DAMAGE:
+            where = f" at recv_seq {p.recv_seq}" if p.recv_seq is not None else ""
+            warnings.warn(
+                tables.DataWarning(f"{replay.folder.root.name}: {p.kind}{where}: {p.detail}"), stacklevel=3
+            )
+    return len(problems)
 
 
 def _view(replay: BookReplay, t_ns: int, levels: int | None) -> BookView:

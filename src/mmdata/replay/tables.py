@@ -206,7 +206,7 @@ def diffs_table(path: str | Path, *, raw: bool = True) -> pa.Table:
                 bad += 1
                 continue
             good.append(line)
-        warnings.warn(DataWarning(f"{p.name}: {bad} unparsable rows skipped"), stacklevel=2)
+        warnings.warn(DataWarning(f"{p.name}: {bad} unparsable rows skipped"), stacklevel=3)
         table = pajson.read_json(pa.BufferReader(b"\n".join(good) + b"\n"), parse_options=options)
     return _with_times(table.select(schema.names))
 

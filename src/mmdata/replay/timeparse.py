@@ -3,6 +3,7 @@ pandas/datetime objects; ``1s``, ``250ms``, ``5min``, ``1h``. Pure, no I/O."""
 
 from __future__ import annotations
 
+import numbers
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 __all__ = ["parse_duration_ns", "parse_time_ns"]
 
 _CLOCK = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|sec|m|min|h|hr|d)?\s*$")
 _UNIT_NS = {
     "ns": 1,
@@ -44,12 +46,14 @@ def parse_time_ns(value: Any, day: date | None = None) -> int:
     """
     if isinstance(value, bool):
         raise ValueError(f"not a time: {value!r}")
-    if isinstance(value, int):
-        return _epoch_ns(value)
+    if isinstance(value, numbers.Integral):  # int, numpy.int64, ...
+        return _epoch_ns(int(value))
+    if hasattr(value, "nanosecond") and isinstance(getattr(value, "value", None), int):
+        # pandas.Timestamp (a datetime subclass): .value keeps the nanoseconds datetime drops;
+        # a naive one counts as UTC, like every other naive time here.
+        return int(value.value)
     if isinstance(value, datetime):
         return _dt_ns(value)
-    if hasattr(value, "value") and isinstance(value.value, int):  # pandas.Timestamp
-        return int(value.value)
     if hasattr(value, "astype") and hasattr(value, "dtype"):  # numpy.datetime64
         return int(value.astype("datetime64[ns]").astype("int64"))
     if isinstance(value, str):
@@ -64,12 +68,19 @@ def parse_time_ns(value: Any, day: date | None = None) -> int:
             clock = time(parts[0], parts[1], parts[2])
             ns = _dt_ns(datetime.combine(day, clock, tzinfo=UTC))
             return ns + int(frac.ljust(9, "0")) if frac else ns
+        # datetime keeps microseconds: nanosecond digits (as mmdata writes them) are added here.
+        extra_ns = 0
+        fraction = _FRACTION.search(text)
+        if fraction is not None and len(fraction.group(1)) > 6:
+            digits = fraction.group(1)
+            extra_ns = int(digits[6:9].ljust(3, "0"))
+            text = text[: fraction.start(1) + 6] + text[fraction.end(1) :]
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             pass
         else:
-            return _dt_ns(parsed)
+            return _dt_ns(parsed) + extra_ns
     raise ValueError(
         f"not a time: {value!r} (use ISO-8601 like 2026-11-21T10:15:00Z, a clock time like 10:15:00 "
         "on the day, or epoch seconds/ms/ns)"
