@@ -254,7 +254,10 @@ def test_connection_faults_reconnect_and_resync_every_book_on_it(
         assert len(events(day, "ws_open")) >= 2
         assert [r for r in events(day, "snapshot") if r["tag"] == "resync_done"]
         states = [r["state"] for r in events(day, "state_change")]
-        assert "CONNECTING" in states[1:] and states[-2] == "SYNCED"
+        # A reconnect (CONNECTING again) followed by a book proven again. Not "SYNCED at the
+        # end": a fault just before the stop may leave the last resync unfinished.
+        again = states.index("CONNECTING", 1)
+        assert "SYNCED" in states[again:], states
         assert_replays_clean(day)
 
 

@@ -661,7 +661,11 @@ def test_open_data_on_an_exchange_folder(recorded_data: Path) -> None:
         mmdata.open_data(recorded_data / "no-such-folder")
 
 
-@pytest.mark.parametrize("ledger", [b"garbage\x00\x01\n", b"", gzip.compress(b"event_id,recv")[:12]])
+@pytest.mark.parametrize(
+    "ledger",
+    [b"garbage\x00\x01\n", b"", gzip.compress(b"event_id,recv", mtime=0)[:12]],
+    ids=["not-gzip", "empty", "torn-gzip"],
+)
 def test_open_data_skips_what_it_cannot_open(day_copy: Callable[[str], Path], ledger: bytes) -> None:
     good = day_copy("kraken")
     day_copy("binance")
