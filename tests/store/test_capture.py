@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import threading
 from pathlib import Path
 
 import pytest
@@ -133,23 +132,14 @@ def _members_file(tmp_path: Path, n_members: int, torn: bool) -> tuple[Path, lis
     return path, lines
 
 
-@pytest.mark.parametrize("read_ahead", [False, True])
-def test_gzip_lines_with_and_without_read_ahead(tmp_path: Path, read_ahead: bool) -> None:
+def test_gzip_lines_over_many_members_and_a_torn_tail(tmp_path: Path) -> None:
     path, lines = _members_file(tmp_path, 40, torn=False)
-    assert list(gzip_lines(path, read_ahead=read_ahead)) == lines
+    consumed: list[int] = []
+    assert list(gzip_lines(path, on_read=consumed.append)) == lines
+    assert sum(consumed) == path.stat().st_size, "on_read saw every byte of the file"
     path, lines = _members_file(tmp_path, 40, torn=True)
     got: list[bytes] = []
     with pytest.raises(CorruptFile, match="complete rows before it were read"):
-        for line in gzip_lines(path, read_ahead=read_ahead):
+        for line in gzip_lines(path):
             got.append(line)
     assert got == lines, "every complete line comes before the error, in order"
-
-
-def test_read_ahead_thread_stops_when_the_reader_stops_early(tmp_path: Path) -> None:
-    path, lines = _members_file(tmp_path, 200, torn=False)
-    before = {t.name for t in threading.enumerate()}
-    reader = gzip_lines(path, read_ahead=True)
-    assert next(reader) == lines[0]
-    assert any(t.name == "mmdata-gunzip" for t in threading.enumerate())
-    reader.close()
-    assert {t.name for t in threading.enumerate()} == before, "the read-ahead thread was joined"

@@ -49,6 +49,12 @@ def kraken_fixed_digits(text: str, precision: int) -> str:
     >>> kraken_fixed_digits("45285.2", 1), kraken_fixed_digits("0.001", 8), kraken_fixed_digits("1e-08", 8)
     ('452852', '100000', '1')
     """
+    dot = text.find(".")
+    if dot > 0 and len(text) - dot - 1 == precision:
+        # The common case (exactly `precision` decimals): drop the dot and leading zeros.
+        digits = text[:dot] + text[dot + 1 :]
+        if digits.isdigit():
+            return digits.lstrip("0")
     if "e" not in text and "E" not in text and not text.startswith("-"):
         dot = text.find(".")
         if dot < 0:

@@ -511,13 +511,18 @@ class ChecksumSync(_EngineBase):
             self.stats.unsynced_ignored += 1
             return _NOTHING
         book = self.book
+        bids, asks = diff.bids, diff.asks
         try:
-            book.bids.apply(diff.bids)
-            book.asks.apply(diff.asks)
+            # Most updates touch one side: skip the other's call entirely (hot path).
+            if bids:
+                book.bids.apply(bids)
+            if asks:
+                book.asks.apply(asks)
         except _BAD_LEVEL as exc:
             return self._malformed(exc)
-        if self.truncate and self.depth:
-            book.truncate(self.depth)
+        depth = self.depth
+        if self.truncate and depth and (len(book.bids) > depth or len(book.asks) > depth):
+            book.truncate(depth)
         self.stats.diffs_applied += 1
         self._count_crossed()
         if diff.checksum is not None:

@@ -23,11 +23,9 @@ valid file: the gzip writer is flushed/closed by :meth:`CaptureWriter.close`.
 from __future__ import annotations
 
 import gzip
-import queue
-import threading
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -138,55 +136,6 @@ def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | object]:
         yield pending
 
 
-class _Failed:
-    """An exception raised by the read-ahead thread, handed to the consumer."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _read_ahead(chunks: Iterator[bytes], depth: int = 16) -> Generator[bytes, None, None]:
-    """Run ``chunks`` in a thread, at most ``depth`` chunks ahead of the consumer; its
-    exceptions are raised here, in order, after every chunk before them."""
-    q: queue.Queue[bytes | _Failed | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: bytes | _Failed | None) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for chunk in chunks:
-                if not put(chunk):
-                    return
-        except BaseException as exc:  # handed over, re-raised by the consumer
-            put(_Failed(exc))
-            return
-        put(None)
-
-    thread = threading.Thread(target=work, name="mmdata-gunzip", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 class _Counted:
     """A binary file whose reads report how many (compressed) bytes were consumed."""
 
@@ -207,18 +156,14 @@ def gzip_lines(
     path: str | Path,
     *,
     max_line_bytes: int = _DEFAULT_MAX_LINE,
-    read_ahead: bool = False,
     on_read: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """Lines (without newline) of a member-wise gzip file, or of a plain file.
 
     Every complete line before a damaged or cut-short tail is yielded first; then
     :class:`~mmdata.errors.CorruptFile` says where reading stopped. Over-long lines are
-    skipped (they cannot be a row any mmdata writer produced). ``read_ahead=True``
-    decompresses in a background thread (zlib releases the GIL), overlapping it with the
-    caller's work on the lines: for big files read by a busy loop. ``on_read(n)`` is called
-    as each ``n`` bytes of the file are consumed (for progress bars; from the read-ahead
-    thread when there is one).
+    skipped (they cannot be a row any mmdata writer produced). ``on_read(n)`` is called
+    as each ``n`` bytes of the file are consumed (for progress bars).
     """
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below
@@ -229,9 +174,6 @@ def gzip_lines(
         raw.seek(0)
         source: Any = _Counted(raw, on_read) if on_read is not None else raw
         chunks = _gunzip_chunks(source) if head == b"\x1f\x8b" else _raw_chunks(source)
-        ahead = _read_ahead(chunks) if read_ahead else None
-        if ahead is not None:
-            chunks = ahead
         try:
             for line in _lines(chunks, max_line_bytes):
                 if line is not _TOO_LONG:
@@ -242,9 +184,6 @@ def gzip_lines(
             raise CorruptFile(f"{path}: corrupt gzip data ({exc})", path=str(path)) from exc
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
-        finally:
-            if ahead is not None:
-                ahead.close()  # stop and join the thread before the file closes
 
 
 def read_gzip(path: str | Path) -> tuple[bytes, str | None]:

@@ -177,7 +177,7 @@ class BookReplay:
         if not path.exists():
             return
         try:
-            yield from gzip_lines(path, read_ahead=True, on_read=self._on_read)
+            yield from gzip_lines(path, on_read=self._on_read)
         except CorruptFile as exc:
             self.problem(DayProblem("truncated", str(exc), file=path.name))
 
