@@ -3,8 +3,6 @@ with gzip + csv/json, not mmdata's readers), dataset/DuckDB reading, idempotent 
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import os
 import shutil
@@ -21,7 +19,8 @@ from typer.testing import CliRunner
 from mmdata.cli import app
 from mmdata.errors import StoreError
 from mmdata.replay.export import MANIFEST_NAME, TABLES, ExportSummary, export_parquet
-from tests.replay.conftest import VENUES, only_day
+from tests.record.dayfiles import csv_rows, ndjson_rows
+from tests.recorded_days import VENUES, only_day
 
 runner = CliRunner()
 
@@ -43,16 +42,6 @@ BY_VENUE = pytest.mark.parametrize("venue", DAYS, ids=[v[0] for v in DAYS])
 def source_file(day: Path, table: str) -> Path:
     (path,) = day.glob(SOURCES[table])
     return path
-
-
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def ndjson_rows(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def source_rows(day: Path, table: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ bid_qty_1, ... ask_px_N, ask_qty_N`` (a book with fewer levels leaves them empty
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,12 +74,7 @@ def write_views(
         writer = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
         if writer is not None:
             writer.writerow(names)
-        for view in views:
-            if on_row is not None:
-                on_row(view)
-            if synced_only and not view.synced:
-                continue
-            row = view.row(levels)
+        for row in _rows(views, levels, synced_only, on_row):
             if writer is not None:
                 writer.writerow([row[n] for n in names])
             else:
@@ -91,6 +86,21 @@ def write_views(
         else:
             stream.flush()
     return rows
+
+
+def _rows(
+    views: Iterable[BookView],
+    levels: int,
+    synced_only: bool,
+    on_row: Callable[[BookView], None] | None,
+) -> Iterator[dict[str, Any]]:
+    """The rows to write: every view reported to ``on_row``, unproven ones left out on request."""
+    for view in views:
+        if on_row is not None:
+            on_row(view)
+        if synced_only and not view.synced:
+            continue
+        yield view.row(levels)
 
 
 def _write_parquet(
@@ -120,15 +130,10 @@ def _write_parquet(
             for values in batch.values():
                 values.clear()
 
-        for view in views:
-            if on_row is not None:
-                on_row(view)
-            if synced_only and not view.synced:
-                continue
-            row = view.row(levels)
-            batch["time"].append(view.time_ns)
-            batch["recv_seq"].append(view.recv_seq)
-            batch["state"].append(view.state)
+        for row in _rows(views, levels, synced_only, on_row):
+            batch["time"].append(row["time_ns"])
+            batch["recv_seq"].append(row["recv_seq"])
+            batch["state"].append(row["state"])
             for c in cols:
                 text = row[c]
                 batch[c].append(float(text) if text else None)
