@@ -204,3 +204,19 @@ def test_progress_runs_to_the_diffs_file_size(recorded_data: Path, workers: int)
     (diffs,) = day.glob("diffs/*.ndjson.gz")
     assert seen and seen[-1] == (diffs.stat().st_size, diffs.stat().st_size)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_trade_files_flushed_apart_are_fine_but_a_lost_trade_is_not(day_copy: Callable[[str], Path]) -> None:
+    day = day_copy("binance")
+    raw_path = one(day, "trades/*.ndjson.gz")
+    lines = read_lines(raw_path)
+    assert len(lines) >= 10
+    # A day still being recorded: the raw file's last rows are not flushed yet.
+    write_lines(raw_path, lines[:-3])
+    assert validate_day(day).ok
+    # A trade missing from the middle of one file is a problem, located by recv_seq.
+    lost = json.loads(lines[len(lines) // 2])["recv_seq"]
+    write_lines(raw_path, lines[: len(lines) // 2] + lines[len(lines) // 2 + 1 :])
+    report = validate_day(day)
+    (problem,) = report.problems
+    assert problem.kind == "count_mismatch" and problem.recv_seq == lost
