@@ -271,10 +271,7 @@ class BookReplay:
                     continue
                 # The common case inline (a row the recorder wrote); anything odd goes to _parse.
                 try:
-                    # The raw frame (last key, about half the row) is not needed to rebuild
-                    # the book: parse the row without it.
-                    cut = line.find(b',"raw":')
-                    rec = loads(line[:cut] + b"}" if cut > 0 else line)
+                    rec = loads(line)
                     seq = rec["recv_seq"]
                     t_ns = rec["recv_time_ns"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
