@@ -42,6 +42,7 @@ PUBLIC_MODULES = [
     "mmdata.replay.timeparse",
     "mmdata.replay.output",
     "mmdata.replay.export",
+    "mmdata.store.tail",
 ]
 
 
