@@ -43,6 +43,7 @@ PUBLIC_MODULES = [
     "mmdata.replay.output",
     "mmdata.replay.export",
     "mmdata.store.tail",
+    "mmdata.serve.params",
 ]
 
 
