@@ -411,8 +411,13 @@ def test_book_at_before_the_first_snapshot_is_not_synced(venue: Venue) -> None:
         assert view.bids == [] and view.asks == []
         assert view.best_bid is None and view.mid is None
         assert view.row(2)["bid_px_1"] == ""
+    _first, last_diff, _last_row = _event_times(venue)
+    during = day.book_at(last_diff, levels=5)
+    assert during.synced and during.bids and during.asks, "the book exists while recording"
     after = day.book_at(int(ledger[-1]["recv_time_ns"]), levels=5)
-    assert after.bids and after.asks, "the book exists once the day is through"
+    assert ledger[-1]["event"] == "run_stop"
+    assert after.state == "STOPPED" and not after.bids and not after.asks, "no stale book after the stop"
+    assert after.as_of_ns == int(ledger[-1]["recv_time_ns"])
 
 
 def test_book_at_a_clock_time_on_the_day(venue: Venue) -> None:
@@ -482,8 +487,10 @@ def test_iter_books_walks_the_grid(venue: Venue) -> None:
     assert times[0] == -(-first // STEP) * STEP, "the grid starts at the day's first event"
     assert times[-1] >= last_diff and times[-1] - STEP < last_row, "and ends after its last one"
     assert all(len(v.bids) <= 5 and len(v.asks) <= 5 for v in views)
-    assert views[-1].synced and len(views[-1].bids) == 5
-    for v in [*views[:: max(1, len(views) // 8)], views[-1]]:
+    assert views[-1].state == "STOPPED" and not views[-1].bids, "the grid's end is after the recorder stopped"
+    live = [v for v in views if v.time_ns <= last_diff]
+    assert live[-1].synced and len(live[-1].bids) == 5
+    for v in [*views[:: max(1, len(views) // 8)], live[-1], views[-1]]:
         assert day.book_at(v.time_ns, levels=5) == v
     seqs = [v.recv_seq for v in views]
     assert seqs == sorted(seqs)

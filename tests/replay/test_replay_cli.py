@@ -47,11 +47,17 @@ def test_at_a_book_frame_time_gives_that_frame(recorded_data: Path, exchange: st
 
 def test_at_prints_the_book_as_a_table(recorded_data: Path) -> None:
     day = day_of(recorded_data, "kraken")
-    view = open_day(day).book_at(10**19 - 1, levels=2)  # after everything
+    (frames_path,) = day.glob("orderbook_ws_depth_*.csv.gz")
+    last_frame = csv_rows(frames_path)[-1]
+    view = open_day(day).book_at(int(last_frame["recv_time_ns"]), levels=2)
+    assert view.synced
     result = runner.invoke(app, ["replay", str(day), "--at", str(view.time_ns), "-n", "2"])
     assert result.exit_code == 0, result.output
     assert view.bids[0][0] in result.output and view.asks[0][0] in result.output
     assert "spread" in result.output
+    # After the recorder stopped there is no book to show, and the table says why.
+    stopped = runner.invoke(app, ["replay", str(day), "--at", str(10**19 - 1), "-n", "2"])
+    assert stopped.exit_code == 0 and "STOPPED" in stopped.output and "not proven" in stopped.output
 
 
 def test_every_as_csv_on_stdout_is_a_grid_of_replayed_books(recorded_data: Path) -> None:

@@ -220,3 +220,23 @@ def test_trade_files_flushed_apart_are_fine_but_a_lost_trade_is_not(day_copy: Ca
     report = validate_day(day)
     (problem,) = report.problems
     assert problem.kind == "count_mismatch" and problem.recv_seq == lost
+
+
+@pytest.mark.parametrize("damage", ["lost_tail", "empty_file"])
+def test_diff_rows_lost_behind_the_book_frames_are_found(
+    day_copy: Callable[[str], Path], damage: str
+) -> None:
+    day = day_copy("kraken")
+    path = one(day, "diffs/*.ndjson.gz")
+    lines = read_lines(path)
+    if damage == "lost_tail":
+        write_lines(path, lines[:-20])  # every row complete, the file just ends early
+        first_lost = json.loads(lines[-20])["recv_seq"]
+    else:
+        path.write_bytes(b"")
+        first_lost = None
+    code, doc, _ = run(str(day), "--json")
+    assert code == 1
+    (missing,) = [p for p in doc["problems"] if p["kind"] == "missing_diffs"]
+    if first_lost is not None:
+        assert missing["recv_seq"] == first_lost

@@ -144,7 +144,8 @@ def _print_view(day: Day, view: BookView, levels: int) -> None:
         table.add_row(bid[1], f"[green]{bid[0]}[/]", f"[red]{ask[0]}[/]", ask[1])
     out.print(table)
     if not view.synced:
-        out.print(f"[yellow]the book was not proven at this moment (state {view.state}): no levels[/]")
+        why = "the recorder had stopped by then" if view.state == "STOPPED" else f"state {view.state}"
+        out.print(f"[yellow]the book was not proven at this moment ({why}): no levels[/]")
     elif view.bids and view.asks:
         best_bid, best_ask = Decimal(view.bids[0][0]), Decimal(view.asks[0][0])  # exact, no float noise
         mid, spread = (best_bid + best_ask) / 2, best_ask - best_bid

@@ -46,6 +46,8 @@ class BookView:
 
     ``state`` is the sync state at that moment; only ``SYNCED`` books are proven (``bids``
     and ``asks`` are empty otherwise: the book was unknown then, see docs/format.md).
+    ``STOPPED`` means the recorder had stopped (or the day's window had ended) by then. After
+    a crash nothing says so: ``as_of_ns`` (the last event applied) shows how stale a book is.
     """
 
     time_ns: int
@@ -53,6 +55,8 @@ class BookView:
     state: str
     bids: list[tuple[str, str]]
     asks: list[tuple[str, str]]
+    #: Receive time of the last event applied (how old the book is at ``time_ns``).
+    as_of_ns: int = 0
 
     @property
     def synced(self) -> bool:
@@ -226,10 +230,10 @@ class Day:
         """
         self._require_diffs()
         t_ns = parse_time_ns(when, self.date)
-        replay = BookReplay(self.folder, start_after=self._start_point(t_ns))
-        replay.advance(until_ns=t_ns)
-        _warn_damage(replay, 0)
-        return _view(replay, t_ns, levels)
+        with BookReplay(self.folder, start_after=self._start_point(t_ns)) as replay:
+            replay.advance(until_ns=t_ns)
+            _warn_damage(replay, 0)
+            return _view(replay, t_ns, levels)
 
     def _start_point(self, t_ns: int) -> tuple[int, int] | None:
         actions = BookReplay.ledger_actions(self.folder, lambda _p: None)
@@ -260,7 +264,8 @@ class Day:
         """The book every ``every`` (``"1s"``, ``"250ms"``, ``"1min"``...) from ``start`` to
         ``end`` (default: the day's first to last event), streamed: one book in memory.
 
-        Grid times are multiples of ``every`` since midnight UTC. Views of moments when the
+        Grid times are multiples of ``every`` since the Unix epoch (for an interval that divides a
+        day: aligned to midnight UTC). Views of moments when the
         book was not proven have ``state`` != ``SYNCED`` and no levels.
         """
         # Arguments are checked now, not at the first next(): errors point at the call.
@@ -273,19 +278,19 @@ class Day:
     def _books(
         self, step: int, levels: int | None, t_start: int | None, t_end: int | None
     ) -> Iterator[BookView]:
-        replay = BookReplay(self.folder)
-        first = replay.next_time_ns()
-        if first is None:
-            return
-        t = -(-(t_start if t_start is not None else first) // step) * step  # first grid point at/after
-        warned = 0
-        while t_end is None or t <= t_end:
-            more = replay.advance(until_ns=t)
-            warned = _warn_damage(replay, warned)
-            yield _view(replay, t, levels)
-            if not more and t_end is None:
+        with BookReplay(self.folder) as replay:
+            first = replay.next_time_ns()
+            if first is None:
                 return
-            t += step
+            t = -(-(t_start if t_start is not None else first) // step) * step  # first grid point at/after
+            warned = 0
+            while t_end is None or t <= t_end:
+                more = replay.advance(until_ns=t)
+                warned = _warn_damage(replay, warned)
+                yield _view(replay, t, levels)
+                if not more and t_end is None:
+                    return
+                t += step
 
 
 _DAMAGE = frozenset(("truncated", "unreadable_row", "seq_order"))
@@ -306,11 +311,12 @@ def _warn_damage(replay: BookReplay, already: int) -> int:
 
 def _view(replay: BookReplay, t_ns: int, levels: int | None) -> BookView:
     engine = replay.engine
-    if engine.state is SyncState.SYNCED:
+    if engine.state is SyncState.SYNCED and not replay.stopped:
         bids, asks = engine.book.top(levels)
     else:
         bids, asks = [], []
-    return BookView(t_ns, replay.seq, engine.state.name, bids, asks)
+    state = "STOPPED" if replay.stopped else engine.state.name
+    return BookView(t_ns, replay.seq, state, bids, asks, replay.time_ns)
 
 
 def open_day(path: str | Path) -> Day:

@@ -137,9 +137,9 @@ class DayReport:
         return {key: getattr(self, key) for key in COUNTERS}
 
     def add(self, problem: DayProblem) -> None:
-        """Record a problem (the first 1,000 are kept; all are counted)."""
+        """Record a problem (the first 1,000 are kept, and always a truncation; all are counted)."""
         self.problems_total += 1
-        if len(self.problems) < _MAX_PROBLEMS:
+        if len(self.problems) < _MAX_PROBLEMS or problem.kind in UNREADABLE_KINDS:
             self.problems.append(problem)
 
     def as_json(self) -> dict[str, Any]:
@@ -192,13 +192,14 @@ class _Replayed:
     transitions_seq: list[int]
     transitions_state: list[int]
     tops: dict[int, list[str]]
+    data_seqs: array[int]  # recv_seq of every diff row and snapshot replayed
 
 
 def _replay(folder: DayFolder, every: int, on_read: Callable[[int], None] | None = None) -> _Replayed:
     problems: list[DayProblem] = []
-    replay = BookReplay(folder, problems=problems, track_every=every, on_read=on_read)
+    with BookReplay(folder, problems=problems, track_every=every, on_read=on_read) as replay:
+        replay.advance()
     engine = replay.engine
-    replay.advance()
     diffs = folder.layout.diffs
     check = FileCheck(f"diffs/{diffs.name}", diffs.stat().st_size if diffs.exists() else 0, replay.diff_rows)
     for p in problems:
@@ -221,6 +222,7 @@ def _replay(folder: DayFolder, every: int, on_read: Callable[[int], None] | None
         replay.state_seqs,
         replay.states,
         replay.tops,
+        replay.data_seqs,
     )
 
 
@@ -244,7 +246,7 @@ class _Checker:
 
     def add(self, problem: DayProblem) -> None:
         self.total += 1
-        if len(self.problems) < _MAX_PROBLEMS:
+        if len(self.problems) < _MAX_PROBLEMS or problem.kind in UNREADABLE_KINDS:
             self.problems.append(problem)
 
     def lines(self, path: Path, check: FileCheck) -> Any:
@@ -516,8 +518,11 @@ def validate_day(
         proc = _integrity_in_subprocess(folder, every)
         try:
             replayed = _replay(folder, every, on_read)
-        finally:
-            checked = _collect(proc)  # None if the helper failed: done here instead
+        except BaseException:
+            proc.kill()  # interrupted or failed: never leave the helper running
+            proc.wait()
+            raise
+        checked = _collect(proc)  # None if the helper failed: done here instead
         if checked is None:
             checked = _integrity(folder, every)
     else:
@@ -562,6 +567,23 @@ def _merge(report: DayReport, folder: DayFolder, replayed: _Replayed, checked: _
                         "frame_unsynced", "book frame written while the book was not proven", seq, "book"
                     )
                 )
+        # Every frame was made from a diff or snapshot with its recv_seq: one that has none
+        # means diff rows are missing (a lost tail, a lost member), whatever else looks fine.
+        frame_arr = np.frombuffer(checked.frame_seqs, dtype=np.int64)
+        data_arr = (
+            np.frombuffer(replayed.data_seqs, dtype=np.int64) if replayed.data_seqs else np.zeros(0, np.int64)
+        )
+        orphans = frame_arr[~np.isin(frame_arr, data_arr)]
+        if len(orphans):
+            report.add(
+                DayProblem(
+                    "missing_diffs",
+                    f"{len(orphans)} book frames have no diff or snapshot row with their recv_seq: "
+                    f"diff rows are missing (first at recv_seq {int(orphans[0])})",
+                    int(orphans[0]),
+                    folder.layout.diffs.name,
+                )
+            )
         tops = replayed.tops
         for seq, want in checked.frames.items():
             got = tops.get(seq)

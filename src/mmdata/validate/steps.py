@@ -23,8 +23,9 @@ starting at the last engine reset before a snapshot instead of the top of the da
 from __future__ import annotations
 
 import csv
+from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,20 @@ from mmdata.types import (
 __all__ = ["Action", "BookReplay", "DayProblem"]
 
 _MAX_PROBLEMS = 1000
-_ACTIONS = frozenset(("snapshot", "state_change", "sequence_break", "instrument", "run_start"))
+_ACTIONS = frozenset(
+    (
+        "snapshot",
+        "state_change",
+        "sequence_break",
+        "instrument",
+        "run_start",
+        "window_start",
+        "run_stop",
+        "window_end",
+    )
+)
+#: Ledger events after which the recorder wrote nothing more for this day until a new start.
+_STOPS = frozenset(("run_stop", "window_end"))
 
 
 @dataclass(slots=True)
@@ -89,6 +103,12 @@ class Action:
         """The recorder's engine started afresh here."""
         event = self.row["event"]
         return event == "run_start" or (event == "state_change" and self.row["state"] == "CONNECTING")
+
+    @property
+    def is_stop(self) -> bool:
+        """The recorder stopped following the book here (shutdown, end of the day's window)."""
+        event = self.row["event"]
+        return event in _STOPS or (event == "state_change" and self.row["state"] == "STOPPED")
 
 
 def _seq_of(line: bytes) -> int:
@@ -141,11 +161,14 @@ class BookReplay:
         self._skip_seq = 0
         self._pending: tuple[int, int, dict[str, Any]] | None = None
         self._done = False
+        #: The recorder had stopped (run_stop / window_end / STOPPED) and not started again.
+        self.stopped = False
         # track_every=k: engine state at every change, top-N after every recv_seq % k == 0.
         self.track_every = track_every if folder.levels else 0
         self.state_seqs: list[int] = [0]
         self.states: list[int] = [int(self.engine.state)]
         self.tops: dict[int, list[str]] = {}
+        self.data_seqs: array[int] = array("q")  # with tracking: recv_seq of each diff and snapshot
         if start_after is not None:
             self._skip_to(start_after)
         self._lines = self._diff_lines()
@@ -167,12 +190,22 @@ class BookReplay:
         return out
 
     def problem(self, problem: DayProblem) -> None:
-        """Record a problem (the first 1,000 are kept; all are counted)."""
+        """Record a problem (the first 1,000 are kept, and always a truncation; all are counted)."""
         self.problems_total += 1
-        if len(self.problems) < _MAX_PROBLEMS:
+        if len(self.problems) < _MAX_PROBLEMS or problem.kind == "truncated":
             self.problems.append(problem)
 
-    def _diff_lines(self) -> Iterator[bytes]:
+    def close(self) -> None:
+        """Close the diffs file now (also done at the end of the file)."""
+        self._lines.close()
+
+    def __enter__(self) -> BookReplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _diff_lines(self) -> Generator[bytes, None, None]:
         path = self.folder.layout.diffs
         if not path.exists():
             return
@@ -295,6 +328,7 @@ class BookReplay:
                     # A snapshot has its own recv_seq (a book frame may carry it); any other
                     # action at r happened after data row r: it counts from r + 1.
                     if action.row["event"] == "snapshot":
+                        self.data_seqs.append(action.seq)
                         self._track(action.seq)
                         if action.seq % every == 0:
                             self._top(action.seq)
@@ -338,6 +372,7 @@ class BookReplay:
                 changed = True
             self.seq, self.time_ns = seq, t_ns
             if every:
+                self.data_seqs.append(seq)
                 if changed:
                     self._track(seq)
                 if seq % every == 0:
@@ -413,7 +448,14 @@ class BookReplay:
             self.snapshots_used += 1
             self._outputs(engine.receive(snap), action.seq)
         elif action.is_reset:
+            self.stopped = False
             engine.reset(row.get("reason") or event)
+        elif action.is_stop:
+            # No book is known from here until the recorder starts again: not the last one.
+            self.stopped = True
+            engine.reset(row.get("reason") or event)
+        elif event == "window_start":
+            self.stopped = False
         elif event == "sequence_break":
             info = details(row)
             brk = SequenceBreak(folder.exchange, int(info.get("expected", 0)), int(info.get("got", 0)))
