@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -206,20 +207,57 @@ def test_progress_runs_to_the_diffs_file_size(recorded_data: Path, workers: int)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_trade_files_flushed_apart_are_fine_but_a_lost_trade_is_not(day_copy: Callable[[str], Path]) -> None:
+def test_trade_files_flushed_apart_are_fine_while_recording_not_after(
+    day_copy: Callable[[str], Path],
+) -> None:
     day = day_copy("binance")
     raw_path = one(day, "trades/*.ndjson.gz")
     lines = read_lines(raw_path)
     assert len(lines) >= 10
-    # A day still being recorded: the raw file's last rows are not flushed yet.
-    write_lines(raw_path, lines[:-3])
+    write_lines(raw_path, lines[:-3])  # the raw file's last rows are not there
+    # The day was closed (run_stop): its two trade files must hold the same trades.
+    (problem,) = validate_day(day).problems
+    assert problem.kind == "count_mismatch" and problem.recv_seq == json.loads(lines[-3])["recv_seq"]
+    # The same files on a day still being recorded (no run_stop yet): flushed apart, fine.
+    ledger_path = one(day, "events_*.csv.gz")
+    ledger_lines = read_lines(ledger_path)
+    stop = next(i for i, line in enumerate(ledger_lines) if b",STOPPED," in line or b",run_stop," in line)
+    write_lines(ledger_path, ledger_lines[:stop])
     assert validate_day(day).ok
     # A trade missing from the middle of one file is a problem, located by recv_seq.
     lost = json.loads(lines[len(lines) // 2])["recv_seq"]
     write_lines(raw_path, lines[: len(lines) // 2] + lines[len(lines) // 2 + 1 :])
-    report = validate_day(day)
-    (problem,) = report.problems
+    (problem,) = validate_day(day).problems
     assert problem.kind == "count_mismatch" and problem.recv_seq == lost
+
+
+@pytest.mark.parametrize(
+    "missing", ["trades/*.ndjson.gz", "orderbook_ws_depth_*.csv.gz", "diffs/*.ndjson.gz"]
+)
+def test_a_missing_file_of_a_closed_day_is_a_problem(day_copy: Callable[[str], Path], missing: str) -> None:
+    day = day_copy("kraken")
+    one(day, missing).unlink()
+    report = validate_day(day)
+    assert "missing_file" in {p.kind for p in report.problems}, [p.as_dict() for p in report.problems]
+
+
+def test_replay_refuses_to_write_into_the_day_folder(day_copy: Callable[[str], Path]) -> None:
+    day = day_copy("kraken")
+    target = one(day, "diffs/*.ndjson.gz")
+    before = target.read_bytes()
+    result = runner.invoke(app, ["replay", str(day), "--every", "1s", "-f", "csv", "-o", str(target)])
+    assert result.exit_code == 2 and "inside the day folder" in result.output
+    assert target.read_bytes() == before, "the recording is untouched"
+
+
+def test_brackets_in_paths_are_text_in_the_report(recorded_data: Path, tmp_path: Path) -> None:
+    src = next((recorded_data / "kraken" / "BTCUSD").iterdir())
+    day = tmp_path / "w[/]x[red]" / "kraken" / "BTCUSD" / src.name
+    shutil.copytree(src, day)
+    (day / "trades_ws_BTCUSD_x.csv.gz.damaged-1").write_bytes(b"[/] torn")
+    result = runner.invoke(app, ["validate", str(tmp_path / "w[/]x[red]")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "damaged-1" in result.output
 
 
 @pytest.mark.parametrize("damage", ["lost_tail", "empty_file"])

@@ -72,7 +72,7 @@ def main() -> None:
         if os.environ.get("MMDATA_DEBUG"):
             raise
         err_console.print(
-            f"[bold red]mmdata: internal error:[/] {type(exc).__name__}: {exc}\n"
+            f"[bold red]mmdata: internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
             "This is a bug; rerun with MMDATA_DEBUG=1 for the traceback and report it.",
             markup=True,
         )

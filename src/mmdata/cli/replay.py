@@ -89,6 +89,9 @@ def replay(
         fmt_name = format_for(out, fmt) if (every is not None or out is not None or fmt is not None) else ""
     except (MMDataError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if out is not None and out.resolve().is_relative_to(day.path.resolve()):
+        # Opening the output for writing would clobber the recording being read.
+        raise fail(f"--out {out} is inside the day folder: write the replay somewhere else")
     try:
         if at is not None:
             view = day.book_at(at, levels=levels)

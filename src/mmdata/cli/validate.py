@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
@@ -81,7 +82,7 @@ def validate(
         _print_report(report)
     if report.truncated is not None:
         if json_out:
-            err_console.print(f"mmdata: error: {report.truncated}")
+            err_console.print(f"mmdata: error: {escape(report.truncated)}")
         raise typer.Exit(2)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -139,7 +140,7 @@ def _validate_days(root: Path, json_out: bool, workers: int | None) -> None:
         _print_days(reports, unreadable)
     if unreadable or any(r.unreadable for r in reports):
         if single and json_out:
-            err_console.print(f"mmdata: error: {reports[0].path}: part of the day could not be read")
+            err_console.print(f"mmdata: error: {escape(reports[0].path)}: part of the day could not be read")
         raise typer.Exit(2)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
@@ -168,7 +169,7 @@ def _print_days(reports: list[DayReport], unreadable: list[dict[str, str]]) -> N
         bad_files = sum(1 for f in r.files if not f.ok)
         table.add_row(
             r.exchange,
-            r.symbol,
+            escape(r.symbol),
             r.day,
             f"{r.diffs_applied:,}",
             f"{r.checksums_verified:,}",
@@ -190,19 +191,25 @@ def _print_days(reports: list[DayReport], unreadable: list[dict[str, str]]) -> N
                     f"{f.seq_errors} recv_seq out of order" if f.seq_errors else "",
                     f"{f.duplicates} duplicate trade ids" if f.duplicates else "",
                 ]
-                out.print(f"  [red]{f.file}[/]: " + "; ".join(w for w in what if w), soft_wrap=True)
+                out.print(
+                    f"  [red]{escape(f.file)}[/]: " + escape("; ".join(w for w in what if w)), soft_wrap=True
+                )
         for p in r.problems[:20]:
             where = f"recv_seq {p.recv_seq}" if p.recv_seq is not None else (p.file or "day")
             ids = f" (expected {p.expected}, got {p.got})" if p.expected is not None else ""
-            out.print(f"  [red]{p.kind}[/] {r.symbol} {r.day} at {where}: {p.detail}{ids}", soft_wrap=True)
+            out.print(
+                f"  [red]{p.kind}[/] {escape(r.symbol)} {r.day} at {escape(where)}: {escape(p.detail)}{ids}",
+                soft_wrap=True,
+            )
         if r.problems_total > 20:
-            out.print(f"  … and {r.problems_total - 20} more problems in {r.path} (use --json)")
+            out.print(f"  … and {r.problems_total - 20} more problems in {escape(r.path)} (use --json)")
         if r.sidecars:
             out.print(
-                f"  [yellow]note[/] {r.path}: damaged tails set aside by a restart: {', '.join(r.sidecars)}"
+                f"  [yellow]note[/] {escape(r.path)}: damaged tails set aside by a restart: "
+                + escape(", ".join(r.sidecars))
             )
     for u in unreadable:
-        out.print(f"  [red]unreadable[/] {u['path']}: {u['error']}", soft_wrap=True)
+        out.print(f"  [red]unreadable[/] {escape(u['path'])}: {escape(u['error'])}", soft_wrap=True)
     ok = sum(1 for r in reports if r.ok)
     verdict = "[bold green]OK[/]" if ok == len(reports) and not unreadable else "[bold red]FAILED[/]"
     diffs = sum(r.diff_rows for r in reports)
@@ -229,7 +236,7 @@ def _print_report(report: CaptureReport) -> None:
     out = Console(highlight=False)
     if not out.is_terminal:
         out.width = 160  # piped into a file or a pager: do not squeeze the table to 80 columns
-    table = Table(title=f"{report.exchange} · {Path(report.path).name}", title_justify="left")
+    table = Table(title=escape(f"{report.exchange} · {Path(report.path).name}"), title_justify="left")
     for col in (
         "symbol",
         "diffs applied",
@@ -260,7 +267,7 @@ def _print_report(report: CaptureReport) -> None:
     for p in report.problems[:50]:
         where = f"line {p.line}" if p.line is not None else "file"
         sym = f" {p.symbol}" if p.symbol else ""
-        out.print(f"  [red]{p.kind}[/]{sym} at {where}: {p.detail}", soft_wrap=True)
+        out.print(f"  [red]{p.kind}[/]{escape(sym)} at {where}: {escape(p.detail)}", soft_wrap=True)
     if report.problems_total > 50:
         out.print(f"  … and {report.problems_total - 50} more problems (use --json for the first 1000)")
     verdict = "[bold green]OK[/]" if report.ok else "[bold red]FAILED[/]"

@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["parse_duration_ns", "parse_time_ns"]
 
 _CLOCK = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
-_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
+_FRACTION = re.compile(r"[Tt ]\d{2}:\d{2}:\d{2}\.(\d+)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|sec|m|min|h|hr|d)?\s*$")
 _UNIT_NS = {
     "ns": 1,

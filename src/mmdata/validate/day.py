@@ -47,7 +47,7 @@ import orjson
 from mmdata.book.sync import SyncState
 from mmdata.errors import CorruptFile
 from mmdata.store.capture import gzip_lines, read_gzip
-from mmdata.store.dayfolder import DayFolder, open_day_folder
+from mmdata.store.dayfolder import DayFolder, details, open_day_folder
 from mmdata.validate.capture import COUNTERS
 from mmdata.validate.steps import BookReplay, DayProblem
 
@@ -329,6 +329,19 @@ def _integrity(folder: DayFolder, every: int) -> _Checked:
     def rel(path: Path) -> str:
         return path.relative_to(root).as_posix()
 
+    # A day whose ledger ends with run_stop / window_end was closed cleanly: every file of it
+    # must exist and be complete. Otherwise it may still be recorded (or its recorder died).
+    finished = bool(folder.ledger) and folder.ledger[-1].get("event") in ("run_stop", "window_end")
+    head = next((r for r in folder.ledger if r.get("event") in ("run_start", "window_start")), {})
+    wanted = [lay.diffs] if details(head).get("store_depth_diffs", True) else []
+    if finished:
+        wanted += [lay.gaps, lay.book_frames, lay.trades, lay.trades_raw]
+    elif lay.trades.exists() != lay.trades_raw.exists():
+        wanted += [lay.trades, lay.trades_raw]
+    for path in wanted:
+        if not path.exists():
+            checker.add(DayProblem("missing_file", f"{rel(path)} is missing", file=rel(path)))
+
     # The ledger (already read by the replay) and the gaps file: never decreasing.
     files.append(checker.ledger_file(lay.events, rel(lay.events)))
     if lay.gaps.exists():
@@ -391,18 +404,20 @@ def _integrity(folder: DayFolder, every: int) -> _Checked:
             last = seq
         files.append(raw)
         if lay.trades.exists():
-            _same_trades(checker, raw.file, trade_seqs, raw_seqs)
+            _same_trades(checker, raw.file, trade_seqs, raw_seqs, finished)
     return _Checked(files, checker.problems, checker.total, trades, frame_seqs.tobytes(), frames)
 
 
-def _same_trades(checker: _Checker, file: str, csv_seqs: array[int], raw_seqs: array[int]) -> None:
-    """Every trade is in both trade files (same recv_seq). Compared up to the smaller last
-    recv_seq of the two: on a day still being recorded the files are flushed separately."""
+def _same_trades(
+    checker: _Checker, file: str, csv_seqs: array[int], raw_seqs: array[int], finished: bool
+) -> None:
+    """Every trade is in both trade files (same recv_seq). On a day still being recorded the
+    files are flushed separately: compared up to the smaller last recv_seq of the two."""
     if not csv_seqs or not raw_seqs:
         if len(csv_seqs) != len(raw_seqs):
             checker.add(DayProblem("count_mismatch", "one trades file is empty", file=file))
         return
-    bound = min(csv_seqs[-1], raw_seqs[-1])
+    bound = max(csv_seqs[-1], raw_seqs[-1]) if finished else min(csv_seqs[-1], raw_seqs[-1])
     a = np.frombuffer(csv_seqs, dtype=np.int64)
     b = np.frombuffer(raw_seqs, dtype=np.int64)
     a, b = np.sort(a[a <= bound]), np.sort(b[b <= bound])
