@@ -759,3 +759,23 @@ def test_open_day_refuses_what_is_not_a_day(recorded_data: Path, tmp_path: Path)
     ):
         with pytest.raises(StoreError):
             mmdata.open_day(path)
+
+
+def test_odd_files_load_or_fail_clearly(day_copy: Callable[[str], Path]) -> None:
+    path = day_copy("kraken")
+    day = mmdata.open_day(path)
+    (trades,) = path.glob("trades_ws_*.csv.gz")
+    trades.write_bytes(b"")  # a recorder that died before its first flush
+    with pytest.warns(DataWarning, match="is empty"):
+        empty = day.trades()
+    assert len(empty) == 0 and {"price", "price_text", "recv_time"} <= set(empty.columns)
+    trades.write_bytes(b"\x1f\x8b\x08 not gzip")
+    with pytest.raises(StoreError, match="no complete row"), pytest.warns(DataWarning):
+        day.trades()
+    (diffs,) = path.glob("diffs/*.ndjson.gz")
+    rows = ndjson_rows(diffs)
+    bad = dict(rows[1], first_id=1.5)  # JSON, but not a diff row Arrow can type
+    with open(diffs, "ab") as f:
+        f.write(gzip.compress(json.dumps(bad).encode() + b"\n"))
+    with pytest.warns(DataWarning, match="1 unparsable rows skipped"):
+        assert len(day.diffs()) == len(rows)

@@ -160,3 +160,22 @@ def test_live_tail_any_write_split(tmp_path: Path, chunk: int) -> None:
             got += tail.poll()
     assert got == data.splitlines()
     tail.close()
+
+
+def test_live_tail_after_close_returns_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "live.ndjson"
+    path.write_bytes(b"a\n")
+    tail = LiveTail(path, from_start=True)
+    assert tail.poll() == [b"a"]
+    tail.close()
+    with open(path, "ab") as f:
+        f.write(b"b\n")
+    assert tail.poll() == [], "closed means stopped, not started over from the top"
+
+
+def test_gzip_tail_at_end_still_reports_damage_found_while_skipping(tmp_path: Path) -> None:
+    path = tmp_path / "t.ndjson.gz"
+    path.write_bytes(gzip.compress(b"x\n") + b"garbage, not gzip" * 5)
+    tail = GzipTail(path, at_end=True)
+    assert tail.poll() == []
+    assert [e.kind for e in tail.events] == ["damaged"]

@@ -73,7 +73,7 @@ def replay(
     [bold]--at TIME[/]: the full book (or top [cyan]--levels[/]) as of TIME, every event received
     at or before it applied; shown as a table, or written with [cyan]--out[/]/[cyan]--format[/].
 
-    [bold]--every INTERVAL[/]: one row per interval (grid aligned to midnight UTC) with the top
+    [bold]--every INTERVAL[/]: one row per interval (multiples of it since the epoch) with the top
     N levels as exact text: [cyan]time, time_ns, recv_seq, state, bid_px_1, bid_qty_1, …[/].
     Rows where the book was not proven have [cyan]state[/] != SYNCED and no levels.
     Streams: a whole day never sits in memory.

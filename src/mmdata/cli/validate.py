@@ -213,7 +213,7 @@ def _print_days(reports: list[DayReport], unreadable: list[dict[str, str]]) -> N
     ok = sum(1 for r in reports if r.ok)
     verdict = "[bold green]OK[/]" if ok == len(reports) and not unreadable else "[bold red]FAILED[/]"
     diffs = sum(r.diff_rows for r in reports)
-    out.print(f"{verdict}  {ok}/{len(reports) + len(unreadable)} days ok, {diffs:,} diffs")
+    out.print(f"{verdict}  {ok}/{len(reports) + len(unreadable)} days ok, {diffs:,} diff rows")
 
 
 def _with_progress(path: Path) -> CaptureReport:

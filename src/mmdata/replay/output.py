@@ -120,9 +120,19 @@ def _write_parquet(
         *[pa.field(f"{c}_text", pa.string()) for c in cols],
     ]
     schema = pa.schema(fields)
-    batch: dict[str, list[Any]] = {f.name: [] for f in fields}
-    rows = 0
     tmp = path.with_name(path.name + ".partial")
+    try:
+        rows = _fill_parquet(tmp, schema, cols, _rows(views, levels, synced_only, on_row))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file behind
+        raise
+    tmp.replace(path)  # a reader never sees a half-written file
+    return rows
+
+
+def _fill_parquet(tmp: Path, schema: pa.Schema, cols: list[str], source: Iterator[dict[str, Any]]) -> int:
+    batch: dict[str, list[Any]] = {f.name: [] for f in schema}
+    rows = 0
     with pq.ParquetWriter(tmp, schema) as writer:
 
         def flush() -> None:
@@ -130,7 +140,7 @@ def _write_parquet(
             for values in batch.values():
                 values.clear()
 
-        for row in _rows(views, levels, synced_only, on_row):
+        for row in source:
             batch["time"].append(row["time_ns"])
             batch["recv_seq"].append(row["recv_seq"])
             batch["state"].append(row["state"])
@@ -143,5 +153,4 @@ def _write_parquet(
                 flush()
         if batch["time"]:
             flush()
-    tmp.replace(path)  # a reader never sees a half-written file
     return rows

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
+from mmdata.errors import CorruptFile
 from mmdata.store.capture import read_gzip
 
 __all__ = [
@@ -93,6 +94,16 @@ def _read_csv(
     """
     if data is None:
         data = _load(path)
+    header = data[: data.find(b"\n")].decode("utf-8", "replace").split(",") if b"\n" in data else []
+    if not header or header == [""]:
+        if data or read_gzip(path)[1] is not None:
+            # Damaged from its first bytes: nothing is readable, which is not "no rows".
+            raise CorruptFile(f"{path}: no complete row can be read", path=str(path))
+        # An empty file (a recorder that died before its first flush): no rows, known columns.
+        warnings.warn(DataWarning(f"{path.name} is empty"), stacklevel=3)
+        return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
+    # Every column not typed is text, even when all of it is empty (never Arrow's guess).
+    types = {name: types.get(name, pa.string()) for name in header}
     skipped: list[str] = []
 
     def on_bad(row: pacsv.InvalidRow) -> str:
@@ -116,14 +127,6 @@ def _read_csv(
             DataWarning(f"{path.name}: {len(skipped)} unparsable rows skipped ({skipped[0]} ...)"),
             stacklevel=3,
         )
-    return _untype_strings(table, types)
-
-
-def _untype_strings(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
-    """Arrow infers types for columns not in ``types``; text columns must stay text."""
-    for i, name in enumerate(table.column_names):
-        if name not in types and not pa.types.is_string(table.schema.field(i).type):
-            table = table.set_column(i, name, pc.cast(table.column(i), pa.string()))
     return table
 
 
@@ -171,7 +174,7 @@ def book_frames_table(path: str | Path, *, text: bool = False) -> pa.Table:
     """``orderbook_ws_depth_*.csv.gz`` as a table; ``text=True`` adds the exact level text."""
     p = Path(path)
     data = _load(p)
-    header = data[: data.find(b"\n")].decode("utf-8").split(",")
+    header = data[: data.find(b"\n")].decode("utf-8", "replace").split(",") if b"\n" in data else []
     head = {"recv_seq", "recv_time_ns", "event_time_ms", "update_id", "checksum"}
     types: dict[str, pa.DataType] = {name: (pa.int64() if name in head else pa.string()) for name in header}
     table = _read_csv(p, types, data=data, nullable_text=True)
@@ -200,15 +203,44 @@ def diffs_table(path: str | Path, *, raw: bool = True) -> pa.Table:
         for line in data.splitlines():
             try:
                 rec = orjson.loads(line)
-                if not isinstance(rec, dict) or not isinstance(rec.get("recv_seq"), int):
-                    raise ValueError
-            except (orjson.JSONDecodeError, ValueError):
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if not _diff_row_ok(rec):
                 bad += 1
                 continue
             good.append(line)
         warnings.warn(DataWarning(f"{p.name}: {bad} unparsable rows skipped"), stacklevel=3)
         table = pajson.read_json(pa.BufferReader(b"\n".join(good) + b"\n"), parse_options=options)
     return _with_times(table.select(schema.names))
+
+
+_INT_FIELDS = ("recv_seq", "recv_time_ns", "event_time_ms", "first_id", "last_id", "checksum", "seq")
+_TEXT_FIELDS = ("exchange", "symbol", "kind", "raw")
+
+
+def _diff_row_ok(rec: object) -> bool:
+    """A diff row Arrow can take: JSON object, integer fields int or null, text fields text,
+    levels lists of ``[price, qty]`` text."""
+    if not isinstance(rec, dict) or type(rec.get("recv_seq")) is not int:
+        return False
+    for key in _INT_FIELDS:
+        value = rec.get(key)
+        if value is not None and type(value) is not int:
+            return False
+    for key in _TEXT_FIELDS:
+        value = rec.get(key)
+        if value is not None and not isinstance(value, str):
+            return False
+    for key in ("bids", "asks"):
+        levels = rec.get(key)
+        if levels is None:
+            continue
+        if not isinstance(levels, list) or not all(
+            isinstance(lv, list) and all(isinstance(x, str) for x in lv) for lv in levels
+        ):
+            return False
+    return True
 
 
 def events_table(path: str | Path) -> pa.Table:

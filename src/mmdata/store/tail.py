@@ -82,6 +82,7 @@ class GzipTail:
             if (self.offset, self.max_read) == before:
                 break
         self.events.clear()
+        self._stalled_at = -1  # damage found while skipping ahead is reported on the next poll
         return self.offset
 
     def poll(self) -> list[bytes]:
@@ -143,6 +144,7 @@ class LiveTail:
         self._inode: int | None = None
         self._state = _Pending()
         self._skip_partial = False
+        self._closed = False
         self._open(from_start=from_start)
 
     def _open(self, *, from_start: bool) -> None:
@@ -174,7 +176,13 @@ class LiveTail:
             _split(chunk, self._state)
 
     def poll(self) -> list[bytes]:
-        """New complete lines, across a rotation if one happened."""
+        """New complete lines, across a rotation if one happened (none after :meth:`close`).
+
+        Polled often (the relay: every few ms) against rotation every few minutes; two
+        rotations between two polls would skip the middle file.
+        """
+        if self._closed:
+            return []
         if self._file is None:
             self._open(from_start=True)  # created since: everything in it is new
             if self._file is None:
@@ -191,7 +199,7 @@ class LiveTail:
                 torn = len(self._state.partial)
                 self.events.append(TailEvent("damaged", f"rotated file ended inside a line ({torn} bytes)"))
             lines = self._state.lines
-            self.close()
+            self._close_file()
             self.rotations += 1
             self.events.append(TailEvent("rotated", f"{self.path.name} rotated; following the new file"))
             self._open(from_start=True)
@@ -204,8 +212,12 @@ class LiveTail:
         self._state.lines = []
         return lines
 
-    def close(self) -> None:
-        """Close the file (poll reopens)."""
+    def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def close(self) -> None:
+        """Stop following: close the file; later polls return nothing."""
+        self._closed = True
+        self._close_file()
