@@ -129,6 +129,13 @@ class SymbolStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+def _side_text(side: Sequence[tuple[str, str]], levels: int) -> str:
+    """``price,qty`` fields of one side of a book frame, padded to ``levels`` levels."""
+    if not side:
+        return "," * (2 * levels - 1)
+    return ",".join(map(",".join, side)) + ",," * (levels - len(side))
+
+
 class SymbolRecorder:
     """Engine + files of one symbol (see the module docstring)."""
 
@@ -364,20 +371,13 @@ class SymbolRecorder:
         bids, asks = self.engine.book.top(levels)
         update_id = self.engine.update_id if self._is_binance else ""  # type: ignore[attr-defined]
         checksum = self.last_checksum
-        parts = [
-            str(self.seq),
-            str(t_ns),
-            "" if ts_ms is None else str(ts_ms),
-            str(update_id),
-            "" if checksum is None else str(checksum),
-        ]
-        for side in (bids, asks):
-            for price, qty in side:
-                parts.append(price)
-                parts.append(qty)
-            if len(side) < levels:
-                parts.extend([""] * (2 * (levels - len(side))))
-        row = (",".join(parts) + "\n").encode()
+        # One join per side (this runs for every diff while SYNCED): "p1,q1,p2,q2" plus an
+        # empty "," pair per missing level; a side with no level at all is 2N empty fields.
+        row = (
+            f"{self.seq},{t_ns},{'' if ts_ms is None else ts_ms},{update_id},"
+            f"{'' if checksum is None else checksum},"
+            f"{_side_text(bids, levels)},{_side_text(asks, levels)}\n"
+        ).encode()
         for files in self.active:
             files.book.write(row)
         self.stats.book_frames += 1
