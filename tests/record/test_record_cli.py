@@ -8,6 +8,7 @@ written while the book was not SYNCED and that sampled frames equal the replayed
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -334,3 +335,17 @@ def test_summary_json_is_one_object(tmp_path: Path) -> None:
     assert orjson.loads(orjson.dumps(summary))["exchange"] == "kraken"
     assert summary["connections"] == 1 and summary["frames"] > 0
     assert set(summary["symbols"]) == {"BTC/USD", "ETH/USD"}
+
+
+def test_book_frames_can_be_sampled_and_the_day_still_validates(tmp_path: Path) -> None:
+    summary = record(
+        tmp_path, "-e", "kraken", "-s", "BTC/USD", "--simulate", "--rate", "50", "--duration", "3",
+        "--book-frame-interval-ms", "200",
+    )  # fmt: skip
+    counts = summary["symbols"]["BTC/USD"]
+    assert 0 < counts["book_frames"] < counts["diffs"]
+    (day,) = day_dirs(tmp_path / "data", "kraken").values()
+    (frames_path,) = day.glob("orderbook_ws_depth_*.csv.gz")
+    times = [int(r["recv_time_ns"]) for r in csv_text_rows(zcat_ok(frames_path))]
+    assert all(b - a >= 200_000_000 for a, b in itertools.pairwise(times))
+    assert_replays_clean(day)

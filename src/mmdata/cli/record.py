@@ -339,6 +339,17 @@ def record_command(
             envvar="BUFFER_FLUSH_INTERVAL_SEC", rich_help_panel=_OUT, help="... or after this many seconds."
         ),
     ] = 1.0,
+    book_frame_interval_ms: Annotated[
+        int,
+        typer.Option(
+            "--book-frame-interval-ms",
+            envvar="BOOK_FRAME_INTERVAL_MS",
+            min=0,
+            rich_help_panel=_OUT,
+            help="At most one top-N book frame per this many ms (0: a frame after every update). "
+            "Diffs are kept in full either way: every book stays rebuildable.",
+        ),
+    ] = 0,
     heartbeat: Annotated[
         float, typer.Option(envvar="HEARTBEAT_SEC", rich_help_panel=_OUT, help="Ledger telemetry every N s.")
     ] = 60.0,
@@ -423,6 +434,7 @@ def record_command(
             orderbook_buffer_rows=orderbook_buffer_rows,
             trades_buffer_rows=trades_buffer_rows,
             flush_interval_s=flush_interval,
+            book_frame_interval_ms=book_frame_interval_ms,
         )
     except ConfigError as exc:
         raise fail(str(exc)) from None
