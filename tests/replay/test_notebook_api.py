@@ -779,3 +779,22 @@ def test_odd_files_load_or_fail_clearly(day_copy: Callable[[str], Path]) -> None
         f.write(gzip.compress(json.dumps(bad).encode() + b"\n"))
     with pytest.warns(DataWarning, match="1 unparsable rows skipped"):
         assert len(day.diffs()) == len(rows)
+
+
+def test_a_moment_picks_the_trading_day_whose_window_holds_it(recorded_data: Path) -> None:
+    data = mmdata.open_data(recorded_data)
+    (day,) = data.days(exchange="kraken")
+    ledger = csv_rows(day.folder.layout.events)
+    head = json.loads(next(r for r in ledger if r["event"] == "run_start")["details"])
+    start = pd.Timestamp(head["window_start"])
+    end = pd.Timestamp(head["window_end"])
+    assert day.folder.window_start_ns == start.value and day.folder.window_end_ns == end.value
+    # Any zone: the window decides, not the UTC date of the moment.
+    inside = (start + pd.Timedelta(minutes=1)).tz_convert("Pacific/Kiritimati")
+    assert data.day("kraken", "BTC/USD", inside).date == day.date
+    assert data.day("kraken", "BTC/USD", (end - pd.Timedelta(seconds=1)).isoformat()).date == day.date
+    for outside in (start - pd.Timedelta(seconds=1), end):
+        with pytest.raises(StoreError, match="no recorded day"):
+            data.day("kraken", "BTC/USD", outside)
+    assert data.days(exchange="kraken", start=start, end=end) == [day]
+    assert data.days(exchange="kraken", start=end) == []

@@ -35,6 +35,37 @@ def _as_date(value: Any) -> date:
     return datetime.fromtimestamp(parse_time_ns(value) // 1_000_000_000, tz=UTC).date()
 
 
+def _moment_ns(value: Any) -> int | None:
+    """ns of ``value`` when it names a moment (datetime, Timestamp, ISO text with a time,
+    epoch number); None when it names a day (date, ``2026-11-21``, ``20261121``)."""
+    if isinstance(value, datetime) or hasattr(value, "nanosecond"):
+        return parse_time_ns(value)
+    if isinstance(value, date):
+        return None
+    text = str(value).strip()
+    if (len(text) == 8 and text.isdigit()) or (len(text) == 10 and text[4] == "-" and text[7] == "-"):
+        return None
+    return parse_time_ns(value)
+
+
+def _after(day: Day, value: Any) -> bool:
+    """``day`` is not before ``value`` (a day label, or a moment inside/before its window)."""
+    moment = _moment_ns(value)
+    window_end = day.folder.window_end_ns
+    if moment is None or window_end is None:
+        return day.date >= _as_date(value)
+    return window_end > moment
+
+
+def _before(day: Day, value: Any) -> bool:
+    """``day`` is not after ``value``."""
+    moment = _moment_ns(value)
+    window_start = day.folder.window_start_ns
+    if moment is None or window_start is None:
+        return day.date <= _as_date(value)
+    return window_start <= moment
+
+
 def _norm(symbol: str) -> str:
     return "".join(ch for ch in symbol if ch not in "/-: ").upper()
 
@@ -74,26 +105,28 @@ class Data:
     ) -> list[Day]:
         """Days matching every given filter, oldest first. ``symbol`` matches the venue
         spelling or the folder spelling (``BTC/USD`` or ``BTCUSD``); ``start``/``end`` are
-        inclusive dates (``2026-11-21``, ``20261121``, a date or datetime)."""
-        lo = _as_date(start) if start is not None else None
-        hi = _as_date(end) if end is not None else None
+        inclusive: a day (``2026-11-21``, ``20261121``, a date) compares with the folder's
+        trading-day label; a moment (a datetime or Timestamp, ISO text with a time, epoch
+        number) with the day's recorded trading window (``WINDOW_TZ`` days are not UTC days)."""
         want = _norm(symbol) if symbol is not None else None
         out = [
             d
             for d in self._days
             if (exchange is None or d.exchange == exchange.lower())
             and (want is None or _norm(d.symbol) == want or d.symbol_fs.upper() == want)
-            and (lo is None or d.date >= lo)
-            and (hi is None or d.date <= hi)
+            and (start is None or _after(d, start))
+            and (end is None or _before(d, end))
         ]
         return sorted(out, key=lambda d: (d.exchange, d.symbol_fs, d.date))
 
     def day(self, exchange: str, symbol: str, when: Any) -> Day:
-        """The one day of ``exchange``/``symbol`` on ``when``; StoreError if there is none."""
+        """The day of ``exchange``/``symbol`` on ``when``: a day label, or a moment, which
+        picks the trading day whose recorded window holds it (in the 15-minute overlap of two
+        days, the later one). StoreError if there is none."""
         found = self.days(exchange, symbol, when, when)
         if not found:
-            raise StoreError(f"no recorded day for {exchange} {symbol} on {_as_date(when)} under {self.root}")
-        return found[0]
+            raise StoreError(f"no recorded day for {exchange} {symbol} on {when} under {self.root}")
+        return found[-1]
 
     def catalog(self) -> pd.DataFrame:
         """One row per day folder: exchange, symbol, symbol_fs, date, path, files' bytes."""

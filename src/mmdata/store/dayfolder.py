@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ class DayFolder:
     ledger: tuple[dict[str, str], ...]
     #: Where reading the ledger stopped early, or None.
     ledger_problem: str | None
+    #: The trading window of the day, ns since the epoch (from the ledger), when recorded.
+    window_start_ns: int | None = None
+    window_end_ns: int | None = None
 
     @property
     def day(self) -> date:
@@ -134,4 +137,19 @@ def open_day_folder(path: str | Path) -> DayFolder:
         layout=layout,
         ledger=ledger,
         ledger_problem=problem,
+        window_start_ns=_iso_ns(info.get("window_start")),
+        window_end_ns=_iso_ns(info.get("window_end")),
     )
+
+
+def _iso_ns(value: Any) -> int | None:
+    """ns since the epoch of an ISO-8601 text with a zone, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
