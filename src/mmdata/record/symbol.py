@@ -43,6 +43,7 @@ from mmdata.book.sync import (
     SyncEngine,
     SyncOutput,
     SyncState,
+    SyncStats,
 )
 from mmdata.record.config import RecorderConfig
 from mmdata.record.files import DayFiles
@@ -99,13 +100,18 @@ class SymbolLog:
 
 
 class SymbolStats:
-    """Counters shown in progress displays, heartbeats and the run summary."""
+    """Counters shown in progress displays, heartbeats and the run summary.
+
+    ``checksums`` counts venue checksums *verified* by the engine (Kraken: one per update;
+    Bitfinex: the ``cs`` frames), read from ``engine_stats`` when it is set.
+    """
 
     __slots__ = (
         "bad_messages",
         "book_frames",
         "checksums",
         "diffs",
+        "engine_stats",
         "gaps",
         "mismatches",
         "resyncs",
@@ -123,10 +129,14 @@ class SymbolStats:
         self.mismatches = 0
         self.resyncs = 0
         self.bad_messages = 0
+        self.engine_stats: SyncStats | None = None
 
     def as_dict(self) -> dict[str, int]:
         """Counters by name."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        out = {name: getattr(self, name) for name in self.__slots__ if name != "engine_stats"}
+        if self.engine_stats is not None:
+            out["checksums"] = self.engine_stats.checksums_verified
+        return out
 
 
 def _side_text(side: Sequence[tuple[str, str]], levels: int) -> str:
@@ -164,6 +174,7 @@ class SymbolRecorder:
         self.levels = config.depth_levels
         self.frame_interval_ns = config.book_frame_interval_ms * 1_000_000
         self.stats = SymbolStats()
+        self.stats.engine_stats = engine.stats
         self.seq = 0
         self.event_id = 0
         self.days: dict[date, DayFiles] = {}
