@@ -28,18 +28,17 @@ from mmdata.sim.model import (
     MarketStep,
     OutFrame,
     RestResponse,
-    SimCandle,
     SimTrade,
 )
 from mmdata.types import Ack, BookDiff, Trade, VenueStatus
-from tests.sim.oracles import brute_candles
+from tests.sim.oracles import BruteMarketQueries
 
 # 2023-11-14T22:13:20Z: a 100 ms and 1 s boundary but not a minute one, which keeps window maths honest.
 START_MS = 1_700_000_000_000
 
 
 # -- a deterministic fake Market --------------------------------------------------------------------
-class FakeMarket:
+class FakeMarket(BruteMarketQueries):
     """Implements the ``Market`` protocol with a seeded random book around a fixed mid."""
 
     def __init__(self, seed: int = 7) -> None:
@@ -107,38 +106,6 @@ class FakeMarket:
         first = self.uid[symbol] + 1
         self.uid[symbol] += len(changes)
         return MarketStep(symbol, ts_ms, first, self.uid[symbol], tuple(changes), tuple(trades))
-
-    def book(self, symbol: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        return sorted(self.bids[symbol].items(), reverse=True), sorted(self.asks[symbol].items())
-
-    def update_id(self, symbol: str) -> int:
-        return self.uid[symbol]
-
-    def trades(
-        self,
-        symbol: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        from_id: int | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[SimTrade]:
-        out = [
-            t
-            for t in self.trade_log[symbol]
-            if (start_ms is None or t.ts_ms >= start_ms)
-            and (end_ms is None or t.ts_ms < end_ms)
-            and (from_id is None or t.trade_id >= from_id)
-        ]
-        if newest_first:
-            return out[::-1][:limit]  # newest first: the simulator must re-sort
-        return out[:limit]
-
-    def candles(
-        self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, *, limit: int = 1000
-    ) -> list[SimCandle]:
-        return brute_candles(self.trade_log[symbol], interval_ms, start_ms, end_ms, limit)
 
 
 ADAPTER = get("binance")

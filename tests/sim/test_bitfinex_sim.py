@@ -49,7 +49,7 @@ from mmdata.sim.model import (
     js_number_text,
 )
 from mmdata.types import Ack, BookChecksum, BookDiff, BookSnapshot, SequenceBreak, Trade, VenueStatus
-from tests.sim.oracles import brute_candles
+from tests.sim.oracles import BruteMarketQueries, brute_candles
 
 START_MS = 1_700_000_000_000
 BTC = InstrumentSpec("tBTCUSD", price_precision=1, qty_precision=8, start_price=300_000, tick=1)
@@ -60,7 +60,7 @@ ALL_FLAGS = OB_CHECKSUM | SEQ_ALL | TIMESTAMP
 
 
 # -- the fake market -------------------------------------------------------------------------------
-class FakeMarket:
+class FakeMarket(BruteMarketQueries):
     """A deterministic ``Market``: seeded random book script + scripted pushes, brute-force history."""
 
     def __init__(
@@ -76,7 +76,7 @@ class FakeMarket:
         self.rng = random.Random(seed)
         self.bids: dict[str, dict[int, int]] = {}
         self.asks: dict[str, dict[int, int]] = {}
-        self.ids: dict[str, int] = {}
+        self.uid: dict[str, int] = {}
         self.steps: dict[str, int] = {}
         self.trade_log: dict[str, list[SimTrade]] = {}
         for spec in specs:
@@ -87,41 +87,11 @@ class FakeMarket:
             self.asks[sym] = {
                 spec.start_price + spec.tick * (1 + 2 * i): self._qty(spec) for i in range(levels)
             }
-            self.ids[sym] = 1000
+            self.uid[sym] = 1000
             self.steps[sym] = 0
             self.trade_log[sym] = self._past(spec, past_trades)
 
     # Market protocol ----------------------------------------------------------------------
-    def book(self, symbol: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        return sorted(self.bids[symbol].items(), reverse=True), sorted(self.asks[symbol].items())
-
-    def update_id(self, symbol: str) -> int:
-        return self.ids[symbol]
-
-    def trades(
-        self,
-        symbol: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        from_id: int | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[SimTrade]:
-        rows = [
-            t
-            for t in self.trade_log[symbol]
-            if (start_ms is None or t.ts_ms >= start_ms)
-            and (end_ms is None or t.ts_ms < end_ms)
-            and (from_id is None or t.trade_id >= from_id)
-        ]
-        return rows[-limit:] if newest_first else rows[:limit]
-
-    def candles(
-        self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, *, limit: int = 1000
-    ) -> list[SimCandle]:
-        return brute_candles(self.trade_log[symbol], interval_ms, start_ms, end_ms)[:limit]
-
     def step(self, symbol: str, ts_ms: int) -> MarketStep:
         """One scripted random step (level churn, phases of thin/deep books, trade sweeps)."""
         spec = self.specs[symbol]
@@ -162,8 +132,8 @@ class FakeMarket:
         changes: list[LevelChange],
         trades: list[tuple[int, int, str]],
     ) -> MarketStep:
-        first = self.ids[symbol] + 1
-        self.ids[symbol] += len(changes)
+        first = self.uid[symbol] + 1
+        self.uid[symbol] += len(changes)
         self.steps[symbol] += 1
         log = self.trade_log[symbol]
         made = []
@@ -171,7 +141,7 @@ class FakeMarket:
             trade = SimTrade(log[-1].trade_id + 1 if log else 1, ts_ms, price, qty, side)
             log.append(trade)
             made.append(trade)
-        return MarketStep(symbol, ts_ms, first, self.ids[symbol], tuple(changes), tuple(made))
+        return MarketStep(symbol, ts_ms, first, self.uid[symbol], tuple(changes), tuple(made))
 
     def _qty(self, spec: InstrumentSpec) -> int:
         rng = self.rng

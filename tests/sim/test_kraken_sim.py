@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import zlib
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -35,11 +34,10 @@ from mmdata.sim.model import (
     MarketStep,
     OutFrame,
     RestResponse,
-    SimCandle,
     SimTrade,
 )
 from mmdata.types import Ack, BookSnapshot, Instrument, Trade, Unknown, VenueStatus
-from tests.sim.oracles import brute_candles
+from tests.sim.oracles import BruteMarketQueries, brute_candles
 
 KRAKEN = mmdata.exchanges.get("kraken")
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -48,7 +46,7 @@ ETH = InstrumentSpec("ETH/USD", price_precision=2, qty_precision=6, start_price=
 
 
 # -- a deterministic fake market ------------------------------------------------------------------
-class FakeMarket:
+class FakeMarket(BruteMarketQueries):
     """Implements ``mmdata.sim.model.Market`` with seeded scripted churn; brute-force queries."""
 
     def __init__(
@@ -65,56 +63,22 @@ class FakeMarket:
         self.bids: dict[str, dict[int, int]] = {}
         self.asks: dict[str, dict[int, int]] = {}
         self.uid: dict[str, int] = {}
-        self.trade_list: dict[str, list[SimTrade]] = {}
+        self.trade_log: dict[str, list[SimTrade]] = {}
         for sym, spec in self.specs.items():
             t = spec.tick
             # Every other tick is free, so inserts into the middle of the book are possible.
             self.bids[sym] = {spec.start_price - t * (2 * i + 1): self._qty() for i in range(spec.levels)}
             self.asks[sym] = {spec.start_price + t * (2 * i + 1): self._qty() for i in range(spec.levels)}
             self.uid[sym] = 1000
-            self.trade_list[sym] = list((past_trades or {}).get(sym, []))
+            self.trade_log[sym] = list((past_trades or {}).get(sym, []))
         self.next_trade_id = {
-            s: (self.trade_list[s][-1].trade_id + 1 if self.trade_list[s] else 1) for s in self.specs
+            s: (self.trade_log[s][-1].trade_id + 1 if self.trade_log[s] else 1) for s in self.specs
         }
 
     def _qty(self) -> int:
         return self.rng.randrange(1, 5_000_000_000)
 
     # -- Market protocol ------------------------------------------------------------------------
-    def book(self, symbol: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        bids = sorted(self.bids[symbol].items(), reverse=True)
-        asks = sorted(self.asks[symbol].items())
-        return bids, asks
-
-    def update_id(self, symbol: str) -> int:
-        return self.uid[symbol]
-
-    def trades(
-        self,
-        symbol: str,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        from_id: int | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[SimTrade]:
-        trades = self.trade_list[symbol]
-        ts = [t.ts_ms for t in trades]
-        lo = 0 if start_ms is None else bisect_left(ts, start_ms)
-        hi = len(trades) if end_ms is None else bisect_left(ts, end_ms)
-        picked = [t for t in trades[lo:hi] if from_id is None or t.trade_id >= from_id]
-        if newest_first:
-            return picked[::-1][:limit]  # newest first, to prove callers sort
-        return picked[:limit]
-
-    def candles(
-        self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, *, limit: int = 1000
-    ) -> list[SimCandle]:
-        return brute_candles(self.trades(symbol, start_ms=start_ms, end_ms=end_ms, limit=10**9), interval_ms)[
-            :limit
-        ]
-
     def step(self, symbol: str, ts_ms: int) -> MarketStep:
         actions: list[Callable[[str, int], tuple[list[LevelChange], list[SimTrade]]]] = [
             self._insert_mid,
@@ -149,7 +113,7 @@ class FakeMarket:
         first = self.uid[symbol] + 1
         self.uid[symbol] += len(changes)
         trades = tuple(trades)
-        self.trade_list[symbol].extend(trades)
+        self.trade_log[symbol].extend(trades)
         return MarketStep(symbol, ts_ms, first, self.uid[symbol], tuple(changes), trades)
 
     def _side(self, symbol: str, side: str) -> list[int]:
@@ -1055,7 +1019,7 @@ def test_ohlc_720_most_recent_and_last() -> None:
     assert rows[-1][0] == current // 1000 and rows[0][0] == current // 1000 - 719 * 60
     assert [r[0] for r in rows] == list(range(rows[0][0], rows[-1][0] + 60, 60))
     assert body["result"]["last"] == rows[-2][0]
-    candles = {c.open_ms // 1000: c for c in brute_candles(market.trade_list["BTC/USD"], 60_000)}
+    candles = {c.open_ms // 1000: c for c in brute_candles(market.trade_log["BTC/USD"], 60_000)}
     prev_close = None
     for row in rows:
         assert len(row) == 8 and type(row[0]) is int and type(row[7]) is int
@@ -1096,7 +1060,7 @@ def test_trades_default_and_rows() -> None:
     sim = KrakenSim(market)
     body = rest_json(sim, "/0/public/Trades", {"pair": "BTCUSD"})
     rows = body["result"]["BTCUSD"]
-    everything = market.trade_list["BTC/USD"]
+    everything = market.trade_log["BTC/USD"]
     assert len(rows) == 1000 and [r[6] for r in rows] == [t.trade_id for t in everything[-1000:]]
     raw = json.loads(
         sim.rest("/0/public/Trades", {"pair": "BTC/USD", "count": "3"}, NOW).body, parse_float=str
@@ -1142,17 +1106,17 @@ def test_trades_since_seconds_and_live_trades() -> None:
     cut = NOW - 600_000
     body = rest_json(sim, "/0/public/Trades", {"pair": "BTC/USD", "since": str(cut // 1000)})
     rows = body["result"]["BTCUSD"]
-    want = [t.trade_id for t in market.trade_list["BTC/USD"] if t.ts_ms >= cut // 1000 * 1000][:1000]
+    want = [t.trade_id for t in market.trade_log["BTC/USD"] if t.ts_ms >= cut // 1000 * 1000][:1000]
     assert [r[6] for r in rows] == want
     frac = rest_json(sim, "/0/public/Trades", {"pair": "BTC/USD", "since": f"{cut / 1000:.3f}"})
     assert frac["result"]["BTCUSD"][0][6] == next(
-        t.trade_id for t in market.trade_list["BTC/USD"] if t.ts_ms >= cut
+        t.trade_id for t in market.trade_log["BTC/USD"] if t.ts_ms >= cut
     )
     # Live trades from market steps show up too, after the past ones.
-    last = market.trade_list["BTC/USD"][-1].trade_id
+    last = market.trade_log["BTC/USD"][-1].trade_id
     for i in range(200):
         market.step("BTC/USD", NOW + i)
     newest = rest_json(sim, "/0/public/Trades", {"pair": "BTC/USD", "count": "5"}, NOW + 300)["result"][
         "BTCUSD"
     ]
-    assert newest[-1][6] == market.trade_list["BTC/USD"][-1].trade_id > last
+    assert newest[-1][6] == market.trade_log["BTC/USD"][-1].trade_id > last
