@@ -278,3 +278,17 @@ def test_diff_rows_lost_behind_the_book_frames_are_found(
     (missing,) = [p for p in doc["problems"] if p["kind"] == "missing_diffs"]
     if first_lost is not None:
         assert missing["recv_seq"] == first_lost
+
+
+def test_a_torn_ledger_is_reported_once_and_exits_2(day_copy: Callable[[str], Path]) -> None:
+    day = day_copy("kraken")
+    path = one(day, "events_*.csv.gz")
+    rows = len(read_lines(path)) - 1
+    member = gzip.compress(b"99,1,run,1,heartbeat,,,,,\n" * 50, mtime=0)
+    with open(path, "ab") as f:
+        f.write(member[: len(member) // 2])
+    code, doc, _ = run(str(day), "--json")
+    assert code == 2
+    assert [p["file"] for p in doc["problems"] if p["kind"] == "truncated"] == [path.name]
+    (check,) = [f for f in doc["integrity"]["files"] if f["file"] == path.name]
+    assert check["truncated"] and check["rows"] == rows

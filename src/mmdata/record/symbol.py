@@ -194,20 +194,18 @@ class SymbolRecorder:
         self.live_trades: LiveFile | None = None
         if config.live:
             where = live_dir(config.data_dir, exchange, symbol_fs)
-            self.live_diffs = LiveFile(
-                where,
-                "live_depth_diffs",
-                rotate_s=config.live_rotate_s,
-                retention_s=config.live_retention_s,
-                wall=lambda: wall_ns() / 1e9,
-            )
-            self.live_trades = LiveFile(
-                where,
-                "live_trades",
-                rotate_s=config.live_rotate_s,
-                retention_s=config.live_retention_s,
-                wall=lambda: wall_ns() / 1e9,
-            )
+
+            def live(name: str) -> LiveFile:
+                return LiveFile(
+                    where,
+                    name,
+                    rotate_s=config.live_rotate_s,
+                    retention_s=config.live_retention_s,
+                    wall=lambda: wall_ns() / 1e9,
+                )
+
+            self.live_diffs = live("live_depth_diffs")
+            self.live_trades = live("live_trades")
         self._is_binance = isinstance(engine, SequenceSync)
 
     # -- days -------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from mmdata.types import (
     Trade,
 )
 
-__all__ = ["COUNTERS", "CaptureReport", "Problem", "SymbolReport", "validate_capture"]
+__all__ = ["COUNTERS", "CaptureReport", "Problem", "SymbolReport", "counters_of", "validate_capture"]
 
 _MAX_PROBLEMS = 1000
 #: The per-symbol counters of every ``validate --json`` report, in order (fixtures/README.md).
@@ -70,6 +70,13 @@ COUNTERS = (
     "crossed_states",
     "trades",
 )
+
+
+def counters_of(report: object) -> dict[str, int]:
+    """The :data:`COUNTERS` of a report (capture symbol or day folder), in order."""
+    return {key: getattr(report, key) for key in COUNTERS}
+
+
 _DEFAULT_DEPTH = {"binance": 1000, "kraken": 10, "bitfinex": 25}
 
 
@@ -114,7 +121,7 @@ class SymbolReport:
 
     def counts(self) -> dict[str, int]:
         """The seven counters of the ``--json`` contract."""
-        return {key: getattr(self, key) for key in COUNTERS}
+        return counters_of(self)
 
 
 @dataclass(slots=True)

@@ -27,8 +27,6 @@ complete.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import pickle
 import subprocess
@@ -36,7 +34,7 @@ import sys
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +45,8 @@ import orjson
 from mmdata.book.sync import SyncState
 from mmdata.errors import CorruptFile
 from mmdata.store.capture import gzip_lines, read_gzip
-from mmdata.store.dayfolder import DayFolder, details, open_day_folder
-from mmdata.validate.capture import COUNTERS
+from mmdata.store.dayfolder import DayFolder, details, open_day_folder, read_csv_rows
+from mmdata.validate.capture import COUNTERS, counters_of
 from mmdata.validate.steps import BookReplay, DayProblem
 
 __all__ = ["DayProblem", "DayReport", "FileCheck", "validate_day"]
@@ -134,7 +132,7 @@ class DayReport:
 
     def counts(self) -> dict[str, int]:
         """The seven counters shared with ``mmdata validate FILE``."""
-        return {key: getattr(self, key) for key in COUNTERS}
+        return counters_of(self)
 
     def add(self, problem: DayProblem) -> None:
         """Record a problem (the first 1,000 are kept, and always a truncation; all are counted)."""
@@ -264,29 +262,27 @@ class _Checker:
         check.unparsable_rows += 1
         self.add(DayProblem("unreadable_row", f"row {line[:80]!r}", seq, check.file))
 
-    def ledger_file(self, path: Path, rel: str) -> FileCheck:
-        """The ledger or gaps file (quoted fields may hold commas and newlines): width and
-        never-decreasing recv_seq, read with the csv module."""
-        check = FileCheck(rel, path.stat().st_size)
-        data, problem = read_gzip(path)
+    def ledger_file(
+        self, rel: str, size: int, rows: Iterable[dict[str, str]], problem: str | None
+    ) -> FileCheck:
+        """The ledger or gaps file, as parsed rows (quoted fields may hold commas and
+        newlines): every row at the header's width, recv_seq never decreasing."""
+        check = FileCheck(rel, size)
         if problem is not None:
             check.truncated = problem
             self.add(DayProblem("truncated", problem, file=rel))
-        reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
-        header = next(reader, [])
-        seq_col = header.index("recv_seq") if "recv_seq" in header else -1
         last = -1
-        for fields in reader:
+        for row in rows:
             check.rows += 1
-            if len(fields) != len(header):
-                self.bad_row(check, ",".join(fields).encode())
-                continue
-            if seq_col < 0:
+            # csv.DictReader: extra fields go under the key None, missing ones read None.
+            text = ",".join(str(v) for v in row.values()).encode()
+            if None in row or None in row.values():
+                self.bad_row(check, text)
                 continue
             try:
-                seq = int(fields[seq_col])
-            except ValueError:
-                self.bad_row(check, ",".join(fields).encode())
+                seq = int(row["recv_seq"])
+            except (KeyError, ValueError):
+                self.bad_row(check, text)
                 continue
             if seq < last:
                 self.seq_error(check, seq, last, rel)
@@ -343,9 +339,14 @@ def _integrity(folder: DayFolder, every: int) -> _Checked:
             checker.add(DayProblem("missing_file", f"{rel(path)} is missing", file=rel(path)))
 
     # The ledger (already read by the replay) and the gaps file: never decreasing.
-    files.append(checker.ledger_file(lay.events, rel(lay.events)))
+    # The ledger was read once, by open_day_folder; the gaps file is read here.
+    events_size = lay.events.stat().st_size
+    files.append(checker.ledger_file(rel(lay.events), events_size, folder.ledger, folder.ledger_problem))
     if lay.gaps.exists():
-        files.append(checker.ledger_file(lay.gaps, rel(lay.gaps)))
+        data, problem = read_gzip(lay.gaps)
+        files.append(
+            checker.ledger_file(rel(lay.gaps), lay.gaps.stat().st_size, read_csv_rows(data), problem)
+        )
 
     # Book frames: every recv_seq, and the levels of the sampled ones.
     frame_seqs = array("q")
@@ -556,8 +557,6 @@ def _merge(report: DayReport, folder: DayFolder, replayed: _Replayed, checked: _
     report.snapshots_used = replayed.snapshots_used
     report.trades = checked.trades
     report.bad_messages = sum(1 for row in folder.ledger if row.get("event") == "bad_message")
-    if folder.ledger_problem is not None:
-        report.add(DayProblem("truncated", folder.ledger_problem, file=folder.layout.events.name))
     for p in replayed.problems:
         report.add(p)
     report.problems_total += replayed.problems_total - len(replayed.problems)
