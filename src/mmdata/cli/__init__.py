@@ -55,8 +55,10 @@ from mmdata.cli import demo as _demo  # noqa: E402, F401
 from mmdata.cli import export as _export  # noqa: E402, F401
 from mmdata.cli import record as _record  # noqa: E402, F401
 from mmdata.cli import replay as _replay  # noqa: E402, F401
+from mmdata.cli import serve as _serve  # noqa: E402, F401
 from mmdata.cli import sim as _sim  # noqa: E402, F401
 from mmdata.cli import validate as _validate  # noqa: E402, F401
+from mmdata.cli import watch as _watch  # noqa: E402, F401
 
 
 def main() -> None:

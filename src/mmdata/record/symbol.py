@@ -192,6 +192,7 @@ class SymbolRecorder:
         self.log = SymbolLog(config.logs, exchange, symbol_fs, wall_ns)
         self.live_diffs: LiveFile | None = None
         self.live_trades: LiveFile | None = None
+        self.live_snapshots = 0
         if config.live:
             where = live_dir(config.data_dir, exchange, symbol_fs)
 
@@ -280,12 +281,84 @@ class SymbolRecorder:
         reason: str = "",
         snapshot_file: str = "",
         details: dict[str, Any] | None = None,
+        live: bool = True,
     ) -> int:
         event_id = self._next_event_id()
+        t_ns = self.wall_ns()
         files.event_row(
-            event_id, self.wall_ns(), self.run_id, self.seq, event, tag, state, reason, snapshot_file, details
+            event_id, t_ns, self.run_id, self.seq, event, tag, state, reason, snapshot_file, details
         )
+        if live:
+            self._live_event(event_id, t_ns, event, tag, state, reason, details)
         return event_id
+
+    def _live_event(  # noqa: PLR0917 - the ledger columns
+        self,
+        event_id: int,
+        t_ns: int,
+        event: str,
+        tag: str,
+        state: str,
+        reason: str,
+        details: dict[str, Any] | None,
+    ) -> None:
+        """A ledger row in the live book stream, in order with the diffs (the relay's events,
+        and the resets a follower of the live book must apply)."""
+        if self.live_diffs is None:
+            return
+        self.live_diffs.write(
+            _dumps(
+                {
+                    "recv_seq": self.seq,
+                    "recv_time_ns": t_ns,
+                    "exchange": self.exchange,
+                    "symbol": self.symbol,
+                    "kind": "event",
+                    "event_id": event_id,
+                    "run_id": self.run_id,
+                    "event": event,
+                    "tag": tag,
+                    "state": state,
+                    "reason": reason,
+                    "details": details or {},
+                }
+            )
+            + b"\n"
+        )
+
+    def _live_snapshot(  # noqa: PLR0917 - the snapshot row's fields
+        self,
+        tag: str,
+        source: str,
+        bids: Sequence[Sequence[str]],
+        asks: Sequence[Sequence[str]],
+        update_id: int | None,
+        checksum: int | None,
+    ) -> None:
+        """The book the engine accepted (or the local book at a live-file rotation) in the
+        live book stream: a follower of ``live/`` starts from the last one."""
+        if self.live_diffs is None:
+            return
+        self.live_diffs.write(
+            _dumps(
+                {
+                    "recv_seq": self.seq,
+                    "recv_time_ns": self.wall_ns(),
+                    "exchange": self.exchange,
+                    "symbol": self.symbol,
+                    "kind": "snapshot",
+                    "tag": tag,
+                    "source": source,
+                    "state": self.engine.state.name,
+                    "depth": self.book_depth,
+                    "update_id": update_id,
+                    "checksum": checksum,
+                    "bids": bids,
+                    "asks": asks,
+                }
+            )
+            + b"\n"
+        )
 
     def event(
         self,
@@ -298,15 +371,21 @@ class SymbolRecorder:
         level: str = "INFO",
     ) -> None:
         """One ledger row in every active day (and a log line)."""
-        for files in self.active:
-            self._event_to(files, event, tag=tag, state=state, reason=reason, details=details)
+        for i, files in enumerate(self.active):
+            self._event_to(files, event, tag=tag, state=state, reason=reason, details=details, live=i == 0)
+        if not self.active:
+            # No day open (outside the trading window): no ledger row, but a live follower must
+            # still learn that the book is gone (event_id 0: not in any ledger).
+            self._live_event(0, self.wall_ns(), event, tag, state, reason, details)
         self.log.write(
             level, f"{event} {tag} {state} {reason} {orjson.dumps(details).decode() if details else ''}"
         )
 
     def _gap(self, kind: str, expected: int | None, got: int | None, reason: str) -> None:
-        for files in self.active:
-            event_id = self._event_to(files, kind, reason=reason, details={"expected": expected, "got": got})
+        for i, files in enumerate(self.active):
+            event_id = self._event_to(
+                files, kind, reason=reason, details={"expected": expected, "got": got}, live=i == 0
+            )
             files.gap_row([event_id, self.wall_ns(), self.run_id, self.seq, kind, expected, got, reason])
         self.log.write("WARNING", f"{kind}: {reason} (expected {expected}, got {got})")
 
@@ -434,6 +513,21 @@ class SymbolRecorder:
         }
         self._snapshot_files(files, "initial", bids, asks, orjson.dumps(payload).decode(), details)
 
+    def _live_restart(self) -> None:
+        """A new live book file starts with what a follower needs: the instrument and, while
+        SYNCED, the local book (a follower never has to read a rotated file for its start)."""
+        if self.instrument is not None:
+            inst = self.instrument
+            details = {"price_precision": inst.price_precision, "qty_precision": inst.qty_precision}
+            self._live_event(0, self.wall_ns(), "instrument", "", "", "", details)
+        if self.engine.state is SyncState.SYNCED:
+            bids, asks = self.engine.book.top()
+            update_id = self.engine.update_id if self._is_binance else None  # type: ignore[attr-defined]
+            self._live_snapshot("rotation", "local_book", bids, asks, update_id, self.last_checksum)
+        else:
+            state = self.engine.state.name
+            self._live_event(0, self.wall_ns(), "state_change", "", state, "live file rotated", {})
+
     # -- events from the connection ----------------------------------------------------------------
     def _store_diff_row(
         self, kind: str, t_ns: int, ev: BookDiff | BookChecksum, ids: tuple[int | None, int | None], raw: str
@@ -462,7 +556,7 @@ class SymbolRecorder:
         for files in self.active:
             if files.diffs is not None:
                 files.diffs.write(row)
-        if self.live_diffs is not None:
+        if self.live_diffs is not None and self.config.store_depth_diffs:
             self.live_diffs.write(row)
 
     def on_diff(self, diff: BookDiff, raw: str, t_ns: int) -> None:
@@ -510,6 +604,15 @@ class SymbolRecorder:
             for files in self.active:
                 tag = "initial" if not files.has_snapshot else "resync_done"
                 self._snapshot_files(files, tag, snap.bids, snap.asks, raw, details)
+            self._live_snapshot(
+                "resync_done" if self.live_snapshots else "initial",
+                source,
+                snap.bids,
+                snap.asks,
+                snap.update_id,
+                snap.checksum,
+            )
+            self.live_snapshots += 1
             self.resyncing = False
         else:
             self.event(
@@ -554,14 +657,15 @@ class SymbolRecorder:
         self.instrument = inst
         self._handle(self.engine.receive(inst), self.wall_ns(), None)
         if changed:
-            for files in self.active:
-                self._instrument_row(files, inst)
+            for i, files in enumerate(self.active):
+                self._instrument_row(files, inst, live=i == 0)
 
-    def _instrument_row(self, files: DayFiles, inst: Instrument) -> None:
+    def _instrument_row(self, files: DayFiles, inst: Instrument, *, live: bool = True) -> None:
         self._event_to(
             files,
             "instrument",
             details={"price_precision": inst.price_precision, "qty_precision": inst.qty_precision},
+            live=live,
         )
 
     def on_ack(self, ack: Ack) -> None:
@@ -608,6 +712,8 @@ class SymbolRecorder:
                 rotated = live.maybe_rotate()
                 if rotated is not None:
                     self.event("live_rotated", details={"file": rotated.name})
+                    if live is self.live_diffs:
+                        self._live_restart()
         config = self.config
         state = self.engine.state
         if (

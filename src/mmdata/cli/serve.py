@@ -1,0 +1,209 @@
+"""``mmdata serve relay | rest | all``: serve recorded and live streams."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mmdata.cli import app, fail
+from mmdata.serve.app import ServeOptions, Servers, run_servers
+from mmdata.serve.hub import HubConfig
+
+serve_app = typer.Typer(
+    help=(
+        "Serve recorded and live data: WebSocket relay (8765), REST snapshot (8080), or all in one "
+        "process. Listens on 127.0.0.1 unless --host says otherwise; there is no authentication."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(serve_app, name="serve")
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="MMDATA_DATA_DIR", help="Data root the recorder writes.")
+]
+Host = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="MMDATA_SERVE_HOST",
+        help="Bind address. 0.0.0.0 listens on every interface: put a proxy with auth/TLS in front.",
+    ),
+]
+MaxConn = Annotated[
+    int,
+    typer.Option(
+        "--max-connections",
+        envvar="WS_RELAY_MAX_CONNECTIONS",
+        min=1,
+        help="Relay clients at once; more are refused.",
+    ),
+]
+MaxMsg = Annotated[
+    int,
+    typer.Option(
+        "--max-message-bytes",
+        envvar="WS_RELAY_MAX_MESSAGE_BYTES",
+        min=128,
+        help="Largest frame a client may send (larger: the connection is closed, code 1009).",
+    ),
+]
+LiveOnly = Annotated[
+    bool,
+    typer.Option(
+        "--live-only/--day-files",
+        envvar="WS_RELAY_LIVE_ONLY",
+        help="Relay only live/ files, never fall back to tailing the day's .gz files.",
+    ),
+]
+PollMs = Annotated[
+    float,
+    typer.Option("--poll-ms", envvar="WS_RELAY_POLL_MS", min=1, help="How often files are checked, ms."),
+]
+SlowBytes = Annotated[
+    int,
+    typer.Option(
+        "--drop-after-bytes",
+        envvar="WS_RELAY_DROP_BYTES",
+        min=65536,
+        help="Drop a client with this many bytes waiting to be sent (told first at 1/8 of it).",
+    ),
+]
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise fail(f"data folder {data_dir} does not exist (record first, or pass --data-dir)")
+
+
+def _streams(data_dir: Path) -> list[str]:
+    out = []
+    for venue in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        for sym in sorted(p for p in venue.iterdir() if p.is_dir()):
+            out.append(f"{venue.name}/{sym.name}")
+    return out
+
+
+def _run(options: ServeOptions, title: str) -> None:
+    console = Console(stderr=True, highlight=False)
+
+    def ready(servers: Servers) -> None:
+        for name, url in servers.urls().items():
+            console.print(f"[bold green]{name}[/] listening on {escape(url)}")
+        streams = _streams(options.data_dir)
+        shown = ", ".join(streams[:12]) + (" …" if len(streams) > 12 else "")
+        console.print(f"streams under {escape(str(options.data_dir))}: {escape(shown) or '(none yet)'}")
+        if servers.relay is not None and streams:
+            ex, sym = streams[0].split("/", 1)
+            port = servers.relay.port
+            console.print(f"try: mmdata watch relay --port {port} --exchange {ex} --symbol {sym}")
+        console.print(f"{title}: Ctrl-C stops")
+
+    try:
+        asyncio.run(run_servers(options, on_ready=ready))
+    except OSError as exc:
+        raise fail(f"cannot listen: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _hub_config(live_only: bool, poll_ms: float, drop_bytes: int) -> HubConfig:
+    return HubConfig(
+        poll_s=poll_ms / 1000, live_only=live_only, slow_bytes=drop_bytes // 8, drop_bytes=drop_bytes
+    )
+
+
+@serve_app.command("relay")
+def serve_relay(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="WS_RELAY_PORT", min=0, max=65535)] = 8765,
+    max_connections: MaxConn = 2000,
+    max_message_bytes: MaxMsg = 4096,
+    live_only: LiveOnly = False,
+    poll_ms: PollMs = 10.0,
+    drop_bytes: SlowBytes = 8 << 20,
+) -> None:
+    """WebSocket relay: ws://HOST:8765/ws?exchange=binance&symbol=BTCUSDT&from=tail|start.
+
+    Clients get a [bold]snapshot[/] of the followed book, then every [bold]diff[/], [bold]trade[/]
+    and ledger [bold]event[/] as the recorder writes them, and [bold]status[/] messages for
+    server-side conditions. Prefers live/ files, else tails the day's .gz files member by
+    member. Protocol: docs/serving.md.
+    """
+    _check_data_dir(data_dir)
+    _run(
+        ServeOptions(
+            data_dir,
+            host=host,
+            relay_port=port,
+            rest_port=None,
+            max_connections=max_connections,
+            max_message_bytes=max_message_bytes,
+            hub=_hub_config(live_only, poll_ms, drop_bytes),
+        ),
+        "relay",
+    )
+
+
+@serve_app.command("rest")
+def serve_rest(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="REST_PORT", min=0, max=65535)] = 8080,
+    live_only: LiveOnly = False,
+) -> None:
+    """REST: GET /snapshot?exchange=kraken&symbol=BTC/USD[&levels=10] and GET /health.
+
+    The book is followed from the latest snapshot + diffs by the venue's own sync engine and
+    served only while it is proven (503 with its state otherwise); a stream recorded without
+    diffs serves its latest book frame.
+    """
+    _check_data_dir(data_dir)
+    _run(
+        ServeOptions(
+            data_dir, host=host, relay_port=None, rest_port=port, hub=_hub_config(live_only, 10.0, 8 << 20)
+        ),
+        "rest",
+    )
+
+
+@serve_app.command("all")
+def serve_all(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    relay: Annotated[bool, typer.Option("--relay/--no-relay", help="Run the relay.")] = True,
+    relay_port: Annotated[int, typer.Option("--relay-port", envvar="WS_RELAY_PORT", min=0, max=65535)] = 8765,
+    rest: Annotated[bool, typer.Option("--rest/--no-rest", help="Run the REST server.")] = True,
+    rest_port: Annotated[int, typer.Option("--rest-port", envvar="REST_PORT", min=0, max=65535)] = 8080,
+    max_connections: MaxConn = 2000,
+    max_message_bytes: MaxMsg = 4096,
+    live_only: LiveOnly = False,
+    poll_ms: PollMs = 10.0,
+    drop_bytes: SlowBytes = 8 << 20,
+) -> None:
+    """Every server in one process on its default port, sharing one reader per stream.
+
+    Disable any with --no-relay / --no-rest. For several processes (recorders + servers) see
+    compose.yaml and docs/deploy.md.
+    """
+    _check_data_dir(data_dir)
+    if not (relay or rest):
+        raise fail("every server is disabled: nothing to run")
+    _run(
+        ServeOptions(
+            data_dir,
+            host=host,
+            relay_port=relay_port if relay else None,
+            rest_port=rest_port if rest else None,
+            max_connections=max_connections,
+            max_message_bytes=max_message_bytes,
+            hub=_hub_config(live_only, poll_ms, drop_bytes),
+        ),
+        "serve all",
+    )

@@ -1,0 +1,99 @@
+"""Run the servers of ``mmdata serve`` in one event loop, sharing one hub per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmdata.serve.hub import HubConfig, Hubs
+from mmdata.serve.relay import RelayOptions, RelayServer, RestServer
+
+__all__ = ["ServeOptions", "Servers", "run_servers"]
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    """Which servers to run, where (``None`` port: that server is off)."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    relay_port: int | None = 8765
+    rest_port: int | None = 8080
+    max_connections: int = 2000
+    max_message_bytes: int = 4096
+    hub: HubConfig = field(default_factory=HubConfig)
+
+
+@dataclass(slots=True)
+class Servers:
+    """The running servers (their bound ports, for tests that ask for port 0)."""
+
+    hubs: Hubs
+    relay: RelayServer | None = None
+    rest: RestServer | None = None
+
+    def urls(self) -> dict[str, str]:
+        """Where each server listens."""
+        out: dict[str, str] = {}
+        if self.relay is not None:
+            out["relay"] = f"ws://{self.relay.options.host}:{self.relay.port}/ws"
+        if self.rest is not None:
+            out["rest"] = f"http://{self.rest.host}:{self.rest.port}"
+        return out
+
+    async def close(self) -> None:
+        """Stop listening, close client connections, stop the hubs."""
+        for srv in (self.relay, self.rest):
+            if srv is not None and srv.server is not None:
+                srv.server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(srv.server.wait_closed(), 5)
+        await self.hubs.close()
+
+
+async def start_servers(options: ServeOptions) -> Servers:
+    """Start the enabled servers (OSError when a port is taken)."""
+    hubs = Hubs(options.hub)
+    servers = Servers(hubs)
+    try:
+        if options.relay_port is not None:
+            relay = RelayServer(
+                RelayOptions(
+                    options.data_dir,
+                    host=options.host,
+                    port=options.relay_port,
+                    max_connections=options.max_connections,
+                    max_message_bytes=options.max_message_bytes,
+                ),
+                hubs,
+            )
+            await relay.start()
+            servers.relay = relay
+        if options.rest_port is not None:
+            rest = RestServer(options.data_dir, hubs, host=options.host, port=options.rest_port)
+            await rest.start()
+            servers.rest = rest
+    except BaseException:
+        await servers.close()
+        raise
+    return servers
+
+
+async def run_servers(options: ServeOptions, on_ready: Callable[[Servers], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    servers = await start_servers(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if on_ready is not None:
+            on_ready(servers)
+        await stop.wait()
+    finally:
+        await servers.close()
