@@ -42,3 +42,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, each reported as a ratio to a baseline measured in the same run."""
     session.install("-e", ".")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """Relay load test: 1,000 loopback clients on one symbol (bounded in time; not in the defaults)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/load_relay.py", *session.posargs)

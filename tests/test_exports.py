@@ -44,6 +44,12 @@ PUBLIC_MODULES = [
     "mmdata.replay.export",
     "mmdata.store.tail",
     "mmdata.serve.params",
+    "mmdata.serve.follow",
+    "mmdata.serve.sources",
+    "mmdata.serve.hub",
+    "mmdata.serve.relay",
+    "mmdata.serve.app",
+    "mmdata.serve.client",
 ]
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "Item",
     "encode_message",
     "item_from_line",
+    "item_message",
+    "sort_items",
     "status_message",
 ]
 

@@ -33,8 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from mmdata.errors import StoreError
 from mmdata.serve.follow import BookFollower, Item, item_message, status_message
 from mmdata.serve.params import Stream
@@ -159,8 +157,12 @@ class Hub:
                 try:
                     items = await asyncio.to_thread(source.start)
                 except (OSError, StoreError) as exc:
+                    source.close()
                     self.error = f"cannot read the stream: {exc}"
                     items = None
+                except BaseException:
+                    source.close()  # cancelled while reading: the thread has opened the files
+                    raise
                 if items is not None:
                     self.source = source
                     self.error = ""
@@ -473,7 +475,3 @@ class Hubs:
             )
         return out
 
-
-def dumps(obj: Any) -> bytes:
-    """JSON for HTTP answers."""
-    return orjson.dumps(obj)
