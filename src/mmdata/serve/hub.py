@@ -40,9 +40,16 @@ from mmdata.serve.sources import DaySource, LiveSource, newest_day
 from mmdata.store.dayfolder import open_day_folder
 from mmdata.store.tail import GzipTail
 
-__all__ = ["Hub", "HubConfig", "Hubs", "Subscriber", "frame"]
+__all__ = ["LANE", "Hub", "HubConfig", "Hubs", "Key", "Subscriber", "frame"]
 
 log = logging.getLogger("mmdata.serve")
+
+#: A queued message's place: (recv_seq, ledger-after-data order, lane). Lanes: 0 the diffs,
+#: 1 snapshots and ledger rows, 2 trades, 3 status. A ``from=start`` client skips, lane by
+#: lane, what the day files already gave it (the day's files are flushed apart).
+Key = tuple[int, int, int]
+LANE = {"diff": 0, "checksum": 0, "snapshot": 1, "event": 1, "trade": 2}
+STATUS_LANE = 3
 
 
 def frame(message: bytes) -> bytes:
@@ -75,7 +82,7 @@ class Subscriber:
 
     transport: Any  # asyncio.Transport (None in tests that only read ``pending``)
     send_raw: Callable[[bytes], None] | None = None
-    pending: deque[tuple[tuple[int, int], bytes]] = field(default_factory=deque)
+    pending: deque[tuple[Key, bytes]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     warned: bool = False
     dropped: str = ""
@@ -94,7 +101,7 @@ class Hub:
         self.symbol = stream.symbol_fs
         self.live: set[Subscriber] = set()
         self.joining: set[Subscriber] = set()
-        self.ring: deque[tuple[tuple[int, int], bytes]] = deque(maxlen=config.ring)
+        self.ring: deque[tuple[Key, bytes]] = deque(maxlen=config.ring)
         self.ready = asyncio.Event()
         self.error = ""
         self.last_used = time.monotonic()
@@ -215,7 +222,10 @@ class Hub:
         except Exception:  # a hub must never die silently: log, tell clients, stop
             log.exception("hub %s/%s failed", self.stream.exchange, self.stream.symbol_fs)
             self.error = "internal error while following the stream (see the server log)"
-            self._fan_out([status_message(self.exchange, self.symbol, _now_ms(), "error", self.error)], [])
+            self._fan_out(
+                [status_message(self.exchange, self.symbol, _now_ms(), "error", self.error)],
+                [(self.follower.seq if self.follower else 0, 2, STATUS_LANE)],
+            )
             raise
 
     # -- the poll ---------------------------------------------------------------------------
@@ -226,20 +236,20 @@ class Hub:
             return
         items = source.poll()
         messages: list[bytes] = []
-        keys: list[tuple[int, int]] = []
+        keys: list[Key] = []
         for ev in source.tail_events():
             messages.append(
                 status_message(
                     self.exchange, self.symbol, _now_ms(), _STATUS.get(ev.kind, ev.kind), ev.detail
                 )
             )
-            keys.append((follower.seq, 2))
+            keys.append((follower.seq, 2, STATUS_LANE))
         if items:
             apply = follower.apply
             for item in items:
                 apply(item)
                 messages.append(item_message(item))
-                keys.append(item.key)
+                keys.append((item.seq, 1 if item.kind == "event" else 0, LANE[item.kind]))
                 if item.kind == "event" and item.rec.get("event") == "window_start":
                     messages.append(
                         status_message(
@@ -251,12 +261,12 @@ class Hub:
                             window_start=(item.rec.get("details") or {}).get("window_start"),
                         )
                     )
-                    keys.append(item.key)
+                    keys.append((item.seq, 2, STATUS_LANE))
             self.rows += len(items)
         if messages:
             self._fan_out(messages, keys)
 
-    def _fan_out(self, messages: list[bytes], keys: list[tuple[int, int]]) -> None:
+    def _fan_out(self, messages: list[bytes], keys: list[Key]) -> None:
         self.messages += len(messages)
         ring = self.ring
         for key, msg in zip(keys, messages, strict=False):
@@ -474,4 +484,3 @@ class Hubs:
                 }
             )
         return out
-

@@ -37,7 +37,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from mmdata.serve.follow import Item, item_message, status_message
-from mmdata.serve.hub import Hub, Hubs, Subscriber, frame
+from mmdata.serve.hub import LANE, Hub, Hubs, Subscriber, frame
 from mmdata.serve.params import BadRequest, Stream, parse_int, parse_query, resolve_stream
 from mmdata.serve.sources import day_items, newest_day
 
@@ -203,7 +203,8 @@ class RelayServer:
                 transport.write(blob)
 
         sub = Subscriber(transport=transport, send_raw=send_raw)
-        last_key: tuple[int, int] = (-1, -1)
+        # from=start: per lane, the last row the day files gave (queued ones up to it are skipped).
+        done: dict[int, tuple[int, int]] = {}
         day = getattr(hub.source, "day_label", "")
         try:
             if origin == "start":
@@ -213,12 +214,13 @@ class RelayServer:
                 )
                 if hub.diffs_missing:
                     await ws.send(status("diffs_missing", _NO_DIFFS))
-                last_key, rows = await self._replay_day(ws, hub)
-                oldest = sub.pending[0][0] if sub.pending else None
-                if oldest is not None and oldest > (last_key[0] + 1, -1) and len(hub.ring) == hub.ring.maxlen:
+                done, rows = await self._replay_day(ws, hub)
+                last_seq = max((k[0] for k in done.values()), default=-1)
+                oldest = sub.pending[0][0][0] if sub.pending else None
+                if oldest is not None and oldest > last_seq + 1 and len(hub.ring) == hub.ring.maxlen:
                     await ws.send(
                         status(
-                            "gap", "the live stream moved on further than the server keeps", after=last_key[0]
+                            "gap", "the live stream moved on further than the server keeps", after=last_seq
                         )
                     )
                 await ws.send(status("replay_done", "the day is replayed; live from here", rows=rows))
@@ -247,7 +249,8 @@ class RelayServer:
             while True:
                 while sub.pending and not sub.dropped:
                     key, msg = sub.pending.popleft()
-                    if key > last_key:
+                    last = done.get(key[2])
+                    if last is None or key[:2] > last:
                         await ws.send(msg)
                 if sub.dropped:
                     break
@@ -283,21 +286,21 @@ class RelayServer:
                 t.cancel()
             await asyncio.gather(task, waiter, return_exceptions=True)
 
-    async def _replay_day(self, ws: ServerConnection, hub: Hub) -> tuple[tuple[int, int], int]:
-        """Send the newest day from its beginning; the key of the last row sent."""
+    async def _replay_day(self, ws: ServerConnection, hub: Hub) -> tuple[dict[int, tuple[int, int]], int]:
+        """Send the newest day from its beginning; per lane, the key of the last row sent."""
         day = newest_day(hub.stream.root)
-        last: tuple[int, int] = (-1, -1)
+        done: dict[int, tuple[int, int]] = {}
         if day is None:
-            return last, 0
+            return done, 0
         items = day_items(day)
         rows = 0
         while True:
             chunk = await asyncio.to_thread(_take, items, _REPLAY_CHUNK)
             if not chunk:
-                return last, rows
+                return done, rows
             for item in chunk:
                 await ws.send(item_message(item))
-                last = item.key
+                done[LANE[item.kind]] = item.key
             rows += len(chunk)
 
 
