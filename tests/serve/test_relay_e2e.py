@@ -56,7 +56,7 @@ async def _check_venue(tmp: Path, exchange: str, symbol: str) -> None:
     )
     stop = asyncio.Event()
     recording = asyncio.create_task(
-        record_async(config, simulate=SimulateOptions(seed=7, rate=2.0), stop=stop)
+        record_async(config, simulate=SimulateOptions(seed=7, rate=3.0), stop=stop)
     )
     fs = re.sub(r"[/\-: ]", "", symbol)
     live = data / exchange / fs / "live" / "live_depth_diffs.ndjson"
@@ -97,7 +97,7 @@ async def _check_venue(tmp: Path, exchange: str, symbol: str) -> None:
         if seq in frames:
             assert _as_row(bids[:levels], asks[:levels], levels) == frames[seq], f"recv_seq {seq}"
             compared += 1
-    assert compared >= 50, f"only {compared} books compared"
+    assert compared >= 20, f"only {compared} books compared"
     # The client's last book is the recorder's last frame before it stopped.
     last = max(s for s in frames if s <= max(tops))
     assert _as_row(*(x[:levels] for x in tops[max(s for s in tops if s <= last)]), levels) == frames[last]

@@ -1,0 +1,78 @@
+"""`mmdata serve all` as a process (both servers, /health on each) and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mmdata.cli import app
+
+
+def test_serve_all_runs_relay_and_rest(recorded_data: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmdata",
+            "serve",
+            "all",
+            "--relay-port",
+            "0",
+            "--rest-port",
+            "0",
+            "--data-dir",
+            str(recorded_data),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        urls: dict[str, str] = {}
+        for _ in range(50):
+            m = re.search(r"(relay|rest) listening on (\S+)", proc.stderr.readline())
+            if m:
+                urls[m.group(1)] = m.group(2)
+            if len(urls) == 2:
+                break
+        assert set(urls) == {"relay", "rest"}
+        rest = urls["rest"]
+        relay_http = urls["relay"].replace("ws://", "http://").removesuffix("/ws")
+        for base, name in ((rest, "rest"), (relay_http, "relay")):
+            with urllib.request.urlopen(f"{base}/health", timeout=10) as r:
+                assert r.headers["Content-Type"] == "application/json"
+                assert json.loads(r.read())["server"] == name
+        with urllib.request.urlopen(
+            f"{rest}/snapshot?exchange=kraken&symbol=BTC/USD&levels=2", timeout=20
+        ) as r:
+            book = json.loads(r.read())
+        # The recording has ended: the last proven book, said to be from a stopped recorder.
+        assert book["state"] == "STOPPED" and book["symbol"] == "BTC/USD"
+        assert len(book["bids"]) == 2 and len(book["asks"]) == 2
+        assert all(isinstance(x, str) for lv in book["bids"] + book["asks"] for x in lv)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode in (0, -15)
+
+
+def test_serve_refuses_bad_options(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["serve", "relay", "--data-dir", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output
+    none = runner.invoke(app, ["serve", "all", "--no-relay", "--no-rest", "--data-dir", str(tmp_path)])
+    assert none.exit_code == 2
+    assert "nothing to run" in none.output
+    helptext = runner.invoke(app, ["serve", "relay", "--help"])
+    assert helptext.exit_code == 0
+    assert "from=tail|start" in helptext.output and "--max-connections" in helptext.output
