@@ -2,8 +2,8 @@
 
 The servers run on an event loop in a background thread (``start_servers`` on port 0 with
 the default host) over a copy of the recorded days. Beside the data root lies ``secret/``:
-a complete stream folder and a password file, the target of every traversal below; inside
-it lie folders whose names look like what a traversal collapses to (``etcpasswd``,
+a complete stream folder and a password file, the target of every traversal below. Inside
+the root lie folders whose names look like what a traversal collapses to (``etcpasswd``,
 ``..secret``, ``%2e%2e``), a lower-case twin of a symbol and an unknown exchange's folder.
 
 Every hostile value of every query parameter (relay ``/ws?exchange=&symbol=&from=&snapshot=``,
@@ -21,11 +21,12 @@ import contextlib
 import http.client
 import json
 import logging
+import re
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,9 +156,8 @@ def build_root(recorded: Path, base: Path) -> tuple[Path, Path]:
     (secret / "passwd").write_text(f"root:x:0:0:{SECRET}\n")
     (secret / "BTCUSD" / "SECRET.txt").write_text(SECRET)
     # Names a traversal collapses to, inside the root (empty: a 404 if resolved at all).
-    for name in ("etcpasswd", "..secret", "%2e%2e", "..", "etc"):
-        with contextlib.suppress(OSError):  # ".." cannot be a folder name: skipped
-            (data / "kraken" / name).mkdir()
+    for name in ("etcpasswd", "..secret", "%2e%2e"):
+        (data / "kraken" / name).mkdir()
     (data / "binance" / "btcusdt").mkdir()  # a case twin of BTCUSDT: BtcUsdt is ambiguous
     shutil.copytree(stream, data / "coinbase" / "BTCUSD")  # an unknown exchange's folder
     return data, secret
@@ -167,7 +167,9 @@ def build_root(recorded: Path, base: Path) -> tuple[Path, Path]:
 def site(recorded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("hostile")
     data, secret = build_root(recorded_data, base)
-    running = Running(ServeOptions(data, relay_port=0, rest_port=0, max_connections=50, max_message_bytes=1024))
+    running = Running(
+        ServeOptions(data, relay_port=0, rest_port=0, max_connections=50, max_message_bytes=1024)
+    )
     try:
         yield Site(base, data, secret, running)
     finally:
@@ -189,29 +191,34 @@ class Answer:
         return json.loads(self.body)
 
 
-def get(port: int, target: str, method: str = "GET", headers: dict[str, str] | None = None) -> Answer:
+def get(port: int, target: str, method: str = "GET") -> Answer:
     """One request with http.client (which refuses control characters and non-ASCII)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        conn.request(method, target, headers=headers or {})
+        conn.request(method, target)
         resp = conn.getresponse()
         return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:
         conn.close()
 
 
-def send_raw(port: int, request: bytes) -> Answer:
-    """Send raw bytes, read until the server closes; parse what came back."""
-    chunks: list[bytes] = []
+def send_raw(port: int, request: bytes, *, eof: bool = False) -> Answer:
+    """Send raw bytes; read one answer (a 101 head, or a head and its Content-Length body), or
+    until the server closes. ``eof``: half-close after sending (a request that never ends)."""
+    buf = b""
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(request)
+        if eof:
+            sock.shutdown(socket.SHUT_WR)
         with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
+            while not _complete(buf):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    if not buf:
         return Answer(0, {}, b"")
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, _, body = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers: dict[str, str] = {}
@@ -219,6 +226,19 @@ def send_raw(port: int, request: bytes) -> Answer:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return Answer(status, headers, body)
+
+
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*$")
+
+
+def _complete(buf: bytes) -> bool:
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    if head.startswith(b"HTTP/1.1 101 "):
+        return True
+    length = _CONTENT_LENGTH.search(head)
+    return length is not None and len(body) >= int(length.group(1))
 
 
 def raw_get(target: bytes, *extra_headers: bytes, method: bytes = b"GET") -> bytes:
@@ -259,17 +279,17 @@ def first_message(port: int, target: str) -> dict[str, Any]:
 # -- checks ----------------------------------------------------------------------------------------
 
 
-def assert_clean(answer: Answer) -> None:
-    """No traceback, no secret, never a 5xx."""
-    text = answer.body.decode("utf-8", "replace")
+def assert_clean(answer: Answer, *, busy_ok: bool = False) -> None:
+    """No traceback, no secret, never a 5xx (but a 503 "busy" where ``busy_ok``)."""
+    text = bytes(answer.body).decode("utf-8", "replace")
     for needle in ("Traceback", 'File "', SECRET, "root:x:0"):
         assert needle not in text, text
-    assert not 500 <= answer.status < 600, answer
+    assert not 500 <= answer.status < 600 or (busy_ok and answer.status == 503), answer
 
 
 def assert_json_error(answer: Answer, statuses: tuple[int, ...] = (400, 404, 414)) -> str:
     """A JSON ``{"error": text}`` with one of ``statuses``; returns the text."""
-    assert_clean(answer)
+    assert_clean(answer, busy_ok=503 in statuses)
     assert answer.status in statuses, answer
     assert answer.headers.get("content-type") == "application/json", answer
     doc = answer.json()
@@ -280,6 +300,16 @@ def assert_json_error(answer: Answer, statuses: tuple[int, ...] = (400, 404, 414
 
 def assert_printable_ascii(text: str) -> None:
     assert text.isascii() and text.isprintable(), repr(text)
+
+
+def assert_unavailable(port: int, target: str) -> None:
+    """The relay accepted the handshake of a stream without data: one ``unavailable`` status, 1013."""
+    with ws_open(port, target) as ws:
+        msg = json.loads(ws.recv(timeout=TIMEOUT))
+        assert msg["type"] == "status" and msg["data"]["status"] == "unavailable", msg
+        assert SECRET not in json.dumps(msg)
+        closed = drain_until_closed(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == 1013, closed
 
 
 def assert_inside(site: Site) -> None:
@@ -348,8 +378,8 @@ HOSTILE = {
     "secret-folder": "secret",
 }
 
-#: Hostile values the module expects as 414 (query string over 1024 characters).
-TOO_LONG_QUERY = {"too-long-5000"}
+#: Hostile values that make the query string longer than 1024 characters: 414.
+TOO_LONG_QUERY = {"too-long-1000", "too-long-5000"}
 
 
 def hostile_query(base: dict[str, str], name: str, value: str) -> str:
@@ -359,17 +389,10 @@ def hostile_query(base: dict[str, str], name: str, value: str) -> str:
 
 RELAY_BASE = {"exchange": "kraken", "symbol": "BTCUSD", "from": "tail", "snapshot": "1"}
 REST_BASE = {"exchange": "kraken", "symbol": "BTCUSD", "levels": "5"}
-#: Values a parameter accepts on purpose: not hostile for it.
-ACCEPTED = {("exchange", "plus-space"), ("exchange", "space")}
 
 
 def cases(base: dict[str, str]) -> list[Any]:
-    return [
-        pytest.param(name, key, id=f"{name}={key}")
-        for name in base
-        for key in HOSTILE
-        if (name, key) not in ACCEPTED
-    ]
+    return [pytest.param(name, key, id=f"{name}={key}") for name in base for key in HOSTILE]
 
 
 def check_refusal(site: Site, answer: Answer, key: str) -> None:
@@ -386,11 +409,21 @@ def test_rest_refuses_hostile_values(site: Site, name: str, key: str) -> None:
         check_refusal(site, answer, key)
 
 
+#: (parameter, value) naming a folder inside the root that holds no data (``/etc/passwd`` ->
+#: ``etcpasswd``): the relay accepts the handshake, then says ``unavailable`` and closes (1013).
+EMPTY_FOLDER = {("symbol", "absolute")}
+
+
 @pytest.mark.parametrize(("name", "key"), cases(RELAY_BASE))
 def test_relay_refuses_hostile_values(site: Site, name: str, key: str) -> None:
+    target = "/ws?" + hostile_query(RELAY_BASE, name, HOSTILE[key])
     with site.servers.no_server_errors():
-        answer = ws_refused(site.servers.relay_port, "/ws?" + hostile_query(RELAY_BASE, name, HOSTILE[key]))
-        check_refusal(site, answer, key)
+        if (name, key) in EMPTY_FOLDER:
+            assert_unavailable(site.servers.relay_port, target)
+            assert_inside(site)
+            assert_serving(site)
+        else:
+            check_refusal(site, ws_refused(site.servers.relay_port, target), key)
 
 
 @pytest.mark.parametrize(
@@ -410,17 +443,19 @@ def test_relay_refuses_hostile_values(site: Site, name: str, key: str) -> None:
         pytest.param("exchange=kraken&symbol=tBTCUSD", 404, id="symbol-of-bitfinex"),
         pytest.param("exchange=binance&symbol=BtcUsdt", 404, id="case-variant-ambiguous"),
         pytest.param("exchange=kraken&symbol=ETHUSD", 404, id="unrecorded-symbol"),
-        pytest.param("exchange=kraken&symbol=%2Fetc%2Fpasswd", 404, id="collapses-to-empty-etcpasswd"),
         pytest.param("exchange=kraken&symbol=secret", 404, id="secret-is-not-listed"),
         pytest.param("exchange=kraken&symbol=..secret", 400, id="dotdot-folder-exists"),
         pytest.param("exchange=kraken&symbol=%252e%252e", 400, id="percent-folder-exists"),
         pytest.param("exchange=kraken&symbol=BTCUSD&symbol=..%2Fsecret", 400, id="repeated-last-hostile"),
         pytest.param("exchange=kraken&exchange=..&symbol=BTCUSD", 400, id="repeated-exchange"),
         pytest.param("&".join(f"k{i}=v" for i in range(17)), 400, id="17-fields"),
-        pytest.param(VALID + "".join(f"&k{i}=v" for i in range(200)), 400, id="200-fields"),
+        pytest.param(VALID + "&k=v" * 100, 400, id="100-fields"),
         pytest.param(VALID + "&" * 20, 400, id="20-empty-fields"),
-        pytest.param("%ZZ=%GG&exchange=kraken&symbol=BT%", 404, id="broken-percent-escapes"),
+        pytest.param("%ZZ=%GG&exchange=kraken&symbol=BT%", 400, id="broken-percent-escapes"),
+        pytest.param(VALID + "&x=%00", 400, id="unknown-name-hostile-value"),
         pytest.param("e" * 2000 + "=1", 414, id="long-key"),
+        pytest.param("exchange=kraken&symbol=" + "B" * 1001, 400, id="value-1001-query-1024"),
+        pytest.param("exchange=kraken&symbol=" + "B" * 1002, 414, id="value-1002-query-1025"),
     ],
 )
 def test_both_servers_refuse_bad_streams(site: Site, query: str, status: int) -> None:
@@ -428,7 +463,7 @@ def test_both_servers_refuse_bad_streams(site: Site, query: str, status: int) ->
         rest = get(site.servers.rest_port, f"/snapshot?{query}")
         relay = ws_refused(site.servers.relay_port, f"/ws?{query}")
         for answer in (rest, relay):
-            assert assert_json_error(answer, (status,))
+            assert_printable_ascii(assert_json_error(answer, (status,)))
         assert rest.body == relay.body  # one check for both servers
         assert_inside(site)
         assert_serving(site)
@@ -436,14 +471,16 @@ def test_both_servers_refuse_bad_streams(site: Site, query: str, status: int) ->
 
 @pytest.mark.parametrize(
     "value",
-    ["-1", "0", "5001", "1e3", "0x10", "%205", "5%20", "+5", "%2B5", "1_000", "5.0", "٣", "%D9%A3", "%C2%B2"]
-    + ["9" * 60, "9" * MAX_VALUE_CHARS, "1" + "0" * 20, "00000000000000000000005001", "NaN", "inf"],
+    [
+        *("-1", "0", "5001", "1e3", "0x10", "%205", "5%20", "+5", "%2B5", "1_000", "5.0", "NaN", "inf"),
+        *("%D9%A3", "%C2%B2", "9" * 60, "9" * MAX_VALUE_CHARS, "1" + "0" * 20, "0" * 22 + "5001"),
+    ],
 )
 def test_rest_levels_must_be_a_small_integer(site: Site, value: str) -> None:
     with site.servers.no_server_errors():
         answer = get(site.servers.rest_port, f"/snapshot?{VALID}&levels={value}")
         text = assert_json_error(answer, (400,))
-        assert "levels" in text or "printable ASCII" in text
+        assert text.startswith("levels "), text
         assert_serving(site)
 
 
@@ -480,7 +517,7 @@ def test_relay_refuses_bad_from_and_snapshot(site: Site, query: str) -> None:
     with site.servers.no_server_errors():
         answer = ws_refused(site.servers.relay_port, f"/ws?{VALID}&{query}")
         text = assert_json_error(answer, (400,))
-        assert text.startswith(("from must be", "snapshot must be", "from ", "snapshot ")), text
+        assert text.startswith(("from ", "snapshot ")), text
         assert_serving(site)
 
 
@@ -495,7 +532,7 @@ def test_relay_refuses_bad_from_and_snapshot(site: Site, query: str) -> None:
         "exchange=binance&symbol=BTCUSDT",
         "exchange=bitfinex&symbol=TBTCUSD",
         "symbol=..%2Fsecret&symbol=BTCUSD&exchange=kraken",  # the last value wins
-        "exchange=kraken&symbol=BTCUSD&evil=..%2F..%2Fsecret&x=%00",  # unknown names are ignored
+        "exchange=kraken&symbol=BTCUSD&evil=..%2F..%2Fsecret",  # unknown names are ignored
     ],
 )
 def test_relay_tolerated_spellings_subscribe_inside_the_root(site: Site, query: str) -> None:
@@ -522,12 +559,15 @@ def test_rest_tolerated_spellings_answer_from_inside_the_root(site: Site, query:
         assert_inside(site)
 
 
-def test_folder_that_is_not_a_stream_gets_404_json(site: Site) -> None:
-    """``/etc/passwd`` collapses to the (empty) ``etcpasswd`` folder inside the root: no data, a 404."""
+@pytest.mark.parametrize("symbol", ["/etc/passwd", "%2Fetc%2Fpasswd", "etc-passwd", "ETCPASSWD"])
+def test_folder_without_data_is_404_on_rest_and_unavailable_on_the_relay(site: Site, symbol: str) -> None:
+    """``/etc/passwd`` collapses to the (empty) ``etcpasswd`` folder *inside* the root: no data."""
     with site.servers.no_server_errors():
-        answer = get(site.servers.rest_port, "/snapshot?exchange=kraken&symbol=/etc/passwd")
+        answer = get(site.servers.rest_port, f"/snapshot?exchange=kraken&symbol={symbol}")
         assert "no recorded" in assert_json_error(answer, (404,))
+        assert_unavailable(site.servers.relay_port, f"/ws?exchange=kraken&symbol={symbol}")
         assert_inside(site)
+        assert any(p.name == "etcpasswd" for p in site.servers.hub_roots())
 
 
 # -- the path part -------------------------------------------------------------------------------------
@@ -577,13 +617,11 @@ def test_path_traversal_in_the_path_is_404(site: Site, server: str, path: str) -
     [
         pytest.param(b"/PATH?exchange=kraken&symbol=BTC%00USD", id="encoded-nul"),
         pytest.param(b"/PATH?exchange=kraken&symbol=BTC\x00USD", id="literal-nul"),
-        pytest.param(b"/PATH?exchange=kraken&symbol=BTC\rUSD", id="literal-cr"),
-        pytest.param(b"/PATH?exchange=kraken&symbol=BTC\tUSD", id="literal-tab"),
         pytest.param(b"/PATH?exchange=kraken&symbol=BTC\x1b[2JUSD", id="literal-escape"),
         pytest.param(b"/PATH?exchange=kr\x7faken&symbol=BTCUSD", id="literal-del"),
         pytest.param(b"/PATH?exchange=kraken&symbol=..\\..\\secret", id="literal-backslash"),
         pytest.param(b"/PATH?exchange=kraken&symbol=C:\\secret", id="windows-drive"),
-        pytest.param(b"/PATH?exchange=kraken&symbol=" + b"%41" * 400, id="encoded-too-long"),
+        pytest.param(b"/PATH?exchange=kraken&symbol=" + b"%41" * 300, id="encoded-too-long"),
     ],
 )
 def test_raw_control_bytes_in_the_target_get_json_400(site: Site, server: str, target: bytes) -> None:
@@ -596,38 +634,55 @@ def test_raw_control_bytes_in_the_target_get_json_400(site: Site, server: str, t
         assert_serving(site)
 
 
+MALFORMED = [
+    pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC\xc3\xa9USD"), False, id="literal-utf8"),
+    pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC\xffUSD"), False, id="literal-ff"),
+    pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=\xc0\xaf"), False, id="literal-overlong"),
+    pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC USD"), False, id="space-in-target"),
+    pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=a b c d"), False, id="spaces-in-target"),
+    pytest.param(b"GET /PATH?" + VALID.encode() + b" HTTP/2.0\r\nHost: x\r\n\r\n", False, id="http2"),
+    pytest.param(b"GET /PATH?" + VALID.encode() + b"\r\n\r\n", False, id="http09"),
+    pytest.param(b"GET\r\n\r\n", False, id="method-only"),
+    pytest.param(b"\r\n\r\n", False, id="empty-line"),
+    pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, True, id="tls-hello"),
+    pytest.param(b"GET /PATH?exchange=kraken", True, id="truncated"),
+    pytest.param(b"GET /PATH HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", False, id="header-no-colon"),
+    pytest.param(
+        b"GET /PATH?" + VALID.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        False,
+        id="chunked",
+    ),
+    pytest.param(raw_get(b"/PATH?" + VALID.encode(), method=b"G\xc3\x89T"), False, id="non-ascii-method"),
+]
+
+
 @pytest.mark.parametrize("server", ["rest", "relay"])
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC\xc3\xa9USD"), id="literal-utf8"),
-        pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC\xffUSD"), id="literal-ff"),
-        pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=\xc0\xaf"), id="literal-overlong"),
-        pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=BTC USD"), id="space-in-target"),
-        pytest.param(raw_get(b"/PATH?exchange=kraken&symbol=a b c d"), id="spaces-in-target"),
-        pytest.param(b"GET /PATH?" + VALID.encode() + b" HTTP/2.0\r\nHost: x\r\n\r\n", id="http2"),
-        pytest.param(b"GET /PATH?" + VALID.encode() + b"\r\n\r\n", id="http09"),
-        pytest.param(b"GET\r\n\r\n", id="method-only"),
-        pytest.param(b"\r\n\r\n", id="empty-line"),
-        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, id="tls-hello"),
-        pytest.param(b"GET /PATH HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", id="header-without-colon"),
-        pytest.param(
-            b"GET /PATH?" + VALID.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            id="chunked",
-        ),
-        pytest.param(raw_get(b"/PATH?" + VALID.encode(), method=b"G\xc3\x89T"), id="non-ascii-method"),
-    ],
-)
-def test_malformed_http_is_dropped_or_4xx(site: Site, server: str, request_bytes: bytes) -> None:
-    """websockets parses the request line before ``process_request``: a request it cannot parse
-    gets no answer at all (the connection is closed), which is fine, never a 5xx."""
+@pytest.mark.parametrize(("request_bytes", "eof"), MALFORMED)
+def test_malformed_http_is_dropped_or_4xx(site: Site, server: str, request_bytes: bytes, eof: bool) -> None:
+    """websockets parses the request before ``process_request``: a request it cannot parse gets
+    no answer at all (the connection is closed) — acceptable, as long as it is never a 5xx."""
     port, path = (
         (site.servers.rest_port, b"/snapshot") if server == "rest" else (site.servers.relay_port, b"/ws")
     )
     with site.servers.no_server_errors():
-        answer = send_raw(port, request_bytes.replace(b"/PATH", path))
+        answer = send_raw(port, request_bytes.replace(b"/PATH", path), eof=eof)
         assert_clean(answer)
         assert answer.status == 0 or 400 <= answer.status < 500, answer
+        assert_serving(site)
+
+
+@pytest.mark.parametrize(
+    "target", [b"?exchange=kraken&symbol=BTC\rUSD", b"?exchange=kr\taken&symbol=BTC\t\rUSD"]
+)
+def test_literal_tab_and_cr_in_the_target_are_dropped_by_urlsplit(site: Site, target: bytes) -> None:
+    """urllib.parse.urlsplit removes tab, CR and LF anywhere in a URL (CPython bpo-43882) before
+    the servers see the query: ``BTC<CR>USD`` names BTCUSD, inside the root — answered, not refused."""
+    with site.servers.no_server_errors():
+        answer = send_raw(site.servers.rest_port, raw_get(b"/snapshot" + target))
+        assert answer.status == 200 and answer.json()["exchange"] == "kraken", answer
+        answer = send_raw(site.servers.relay_port, raw_get(b"/ws" + target, *UPGRADE))
+        assert answer.status == 101, answer
+        assert_inside(site)
         assert_serving(site)
 
 
@@ -652,7 +707,7 @@ def test_header_injection_through_a_value_is_refused(site: Site) -> None:
     assert_json_error(answer, (400,))
     assert "set-cookie" not in answer.headers
     answer = send_raw(
-        site.servers.rest_port, raw_get(b"/snapshot?exchange=kraken&symbol=BTC\rSet-Cookie: pwn=1")
+        site.servers.rest_port, raw_get(b"/snapshot?exchange=kraken&symbol=BTC\rSet-Cookie:pwn=1")
     )
     assert_json_error(answer, (400,))
     assert "set-cookie" not in answer.headers
@@ -663,11 +718,6 @@ def test_relay_without_upgrade_gets_426_json(site: Site) -> None:
     assert "WebSocket" in assert_json_error(answer, (426,))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay.py _process_request: request.headers.get('Connection') raises MultipleValuesError "
-    "when the handshake carries two Connection headers (legal HTTP), so websockets answers 500",
-)
 def test_relay_handshake_with_two_connection_headers_is_not_a_500(site: Site) -> None:
     request = raw_get(
         f"/ws?{VALID}".encode(),
@@ -680,10 +730,13 @@ def test_relay_handshake_with_two_connection_headers_is_not_a_500(site: Site) ->
     assert answer.status == 101 or 400 <= answer.status < 500, answer
 
 
-def test_relay_refuses_a_second_connection_header_check_before_the_stream(site: Site) -> None:
+def test_two_connection_headers_with_a_hostile_query_get_400(site: Site) -> None:
     """The same two headers with a hostile query are refused before the header is read (400)."""
     request = raw_get(
-        b"/ws?exchange=kraken&symbol=..%2Fsecret", b"Connection: keep-alive", b"Connection: Upgrade", *UPGRADE[1:]
+        b"/ws?exchange=kraken&symbol=..%2Fsecret",
+        b"Connection: keep-alive",
+        b"Connection: Upgrade",
+        *UPGRADE[1:],
     )
     with site.servers.no_server_errors():
         assert_json_error(send_raw(site.servers.relay_port, request), (400,))
@@ -713,16 +766,13 @@ def test_other_methods_are_never_a_5xx(site: Site, server: str, method: str) -> 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_relay_handshake_with_another_method_is_405(site: Site, method: str) -> None:
-    answer = send_raw(site.servers.relay_port, raw_get(f"/ws?{VALID}".encode(), *UPGRADE, method=method.encode()))
+    answer = send_raw(
+        site.servers.relay_port, raw_get(f"/ws?{VALID}".encode(), *UPGRADE, method=method.encode())
+    )
     assert_clean(answer)
     assert answer.status == 405 and answer.headers.get("allow") == "GET", answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay.py RestServer._process_request never looks at request.method: POST/PUT/DELETE "
-    "/snapshot answer 200 with the book (the 405 reason in _REASONS is never used)",
-)
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_rest_answers_other_methods_with_405(site: Site, method: str) -> None:
     answer = get(site.servers.rest_port, f"/snapshot?{VALID}", method=method)
@@ -754,11 +804,6 @@ def test_error_text_is_printable_ascii(site: Site, query: str) -> None:
         assert all(32 <= b < 127 for b in answer.body), answer.body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="params.py _safe: client text over 40 characters is cut and ends with U+2026 '…', "
-    "so the error text is not ASCII",
-)
 @pytest.mark.parametrize(
     "query",
     [
@@ -779,16 +824,18 @@ def test_truncated_echo_is_printable_ascii(site: Site, query: str) -> None:
 def test_a_storm_of_hostile_requests_leaves_both_servers_serving(site: Site) -> None:
     """Every hostile value at once, interleaved with raw junk, then real requests."""
     with site.servers.no_server_errors():
-        for key, value in HOSTILE.items():
+        for value in HOSTILE.values():
             for name in RELAY_BASE:
-                if (name, key) not in ACCEPTED:
-                    get(site.servers.relay_port, "/ws?" + hostile_query(RELAY_BASE, name, value))
+                answer = get(site.servers.relay_port, "/ws?" + hostile_query(RELAY_BASE, name, value))
+                assert_json_error(answer, (400, 404, 414, 426))  # 426: the empty etcpasswd folder
             for name in REST_BASE:
-                if (name, key) not in ACCEPTED:
-                    get(site.servers.rest_port, "/snapshot?" + hostile_query(REST_BASE, name, value))
+                answer = get(site.servers.rest_port, "/snapshot?" + hostile_query(REST_BASE, name, value))
+                assert_json_error(answer)
             send_raw(site.servers.rest_port, b"GET /snapshot?\xff\xfe HTTP/1.1\r\n\r\n")
         # Half-open clients that never finish their request must not block others.
-        idle = [socket.create_connection(("127.0.0.1", site.servers.rest_port), timeout=TIMEOUT) for _ in range(5)]
+        idle = [
+            socket.create_connection(("127.0.0.1", site.servers.rest_port), timeout=TIMEOUT) for _ in range(5)
+        ]
         try:
             for sock in idle:
                 sock.sendall(b"GET /snapshot?exchange=kraken")
@@ -820,7 +867,7 @@ def relay_health(running: Running) -> dict[str, Any]:
     return answer.json()
 
 
-def wait_for(check: Any, what: str, timeout: float = TIMEOUT) -> None:
+def wait_for(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -849,12 +896,12 @@ def test_oversized_client_frame_closes_with_1009_and_others_keep_streaming(tight
             closed = drain_until_closed(big)
             assert closed.rcvd is not None and closed.rcvd.code == 1009, closed
             # The other client is still connected and answered.
-            bystander.ping().wait(TIMEOUT)
+            assert bystander.ping().wait(TIMEOUT)
             bystander.send("still here")
             wait_for(lambda: relay_health(tight)["connections"] == 1, "the closed client to be counted out")
             msg = first_message(port, f"/ws?{VALID}")
             assert msg["data"]["status"] == "subscribed"
-            bystander.ping().wait(TIMEOUT)
+            assert bystander.ping().wait(TIMEOUT)
 
 
 def test_binary_oversized_frame_also_closes_with_1009(tight: Running) -> None:
@@ -866,31 +913,23 @@ def test_binary_oversized_frame_also_closes_with_1009(tight: Running) -> None:
 
 def test_third_client_is_refused_then_accepted_after_one_leaves(tight: Running) -> None:
     port = tight.relay_port
-    with tight.no_server_errors():
-        first = ws_open(port, f"/ws?{VALID}")
-        try:
-            with ws_open(port, "/ws?exchange=binance&symbol=BTCUSDT") as second:
-                wait_for(lambda: relay_health(tight)["connections"] == 2, "two connections")
-                try:
-                    answer = ws_refused(port, f"/ws?{VALID}")
-                except pytest.fail.Exception:  # pragma: no cover - raced past the check: 1013
-                    with ws_open(port, f"/ws?{VALID}") as third:
-                        closed = drain_until_closed(third)
-                        assert closed.rcvd is not None and closed.rcvd.code == 1013
-                else:
-                    text = assert_json_error(answer, (503,))
-                    assert "too many connections" in text
-                    assert answer.headers.get("retry-after", "").isdigit()
-                # Hostile requests are still answered while full, and do not take a slot.
-                assert_json_error(ws_refused(port, "/ws?exchange=kraken&symbol=..%2Fsecret"), (400, 503))
-                assert relay_health(tight)["refused"] >= 1
-                first.close()
-                wait_for(lambda: relay_health(tight)["connections"] == 1, "the first client to leave")
-                msg = first_message(port, f"/ws?{VALID}")
-                assert msg["data"]["status"] == "subscribed"
-                second.ping().wait(TIMEOUT)
-        finally:
-            first.close()
+    with (
+        tight.no_server_errors(),
+        ws_open(port, f"/ws?{VALID}") as first,
+        ws_open(port, "/ws?exchange=binance&symbol=BTCUSDT") as second,
+    ):
+        wait_for(lambda: relay_health(tight)["connections"] == 2, "two connections")
+        answer = ws_refused(port, f"/ws?{VALID}")
+        assert "too many connections" in assert_json_error(answer, (503,))
+        assert answer.headers.get("retry-after", "").isdigit(), answer.headers
+        # The REST server and /health are not relay connections: still answered.
+        assert get(tight.rest_port, f"/snapshot?{VALID}&levels=1").status == 200
+        assert relay_health(tight)["refused"] >= 1
+        first.close()
+        wait_for(lambda: relay_health(tight)["connections"] == 1, "the first client to leave")
+        msg = first_message(port, f"/ws?{VALID}")
+        assert msg["data"]["status"] == "subscribed"
+        assert second.ping().wait(TIMEOUT)
 
 
 def test_many_handshakes_at_once_never_exceed_the_limit(tight: Running) -> None:
@@ -944,3 +983,14 @@ def test_default_host_listens_on_loopback_only(site: Site) -> None:
         addresses = [sock.getsockname() for sock in srv.server.sockets]
         assert addresses and all(addr[0] == "127.0.0.1" for addr in addresses), addresses
     assert all("://127.0.0.1:" in url for url in servers.urls().values())
+
+
+def test_the_secret_beside_the_root_is_a_real_stream(site: Site) -> None:
+    """The traversal target would be served if a path reached it: the refusals above are real."""
+    from mmdata.serve.sources import LiveSource, newest_day
+
+    assert LiveSource.available(site.secret / "BTCUSD") and newest_day(site.secret / "BTCUSD") is not None
+    assert (site.data / "kraken" / ".." / ".." / "secret" / "BTCUSD").resolve() == (
+        site.secret / "BTCUSD"
+    ).resolve()
+    assert (site.data / ".." / "secret" / "passwd").read_text().startswith("root:")

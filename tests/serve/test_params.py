@@ -67,7 +67,7 @@ def test_hostile_values_get_a_status_and_a_message(data: Path, query: str, statu
     with pytest.raises(BadRequest) as err:
         resolve(data, f"/ws?{query}")
     assert err.value.status == status and message in err.value.message
-    assert ("\x00" not in err.value.message and err.value.message.isascii()) or "…" in err.value.message
+    assert "\x00" not in err.value.message and err.value.message.isascii()
 
 
 @pytest.mark.parametrize(

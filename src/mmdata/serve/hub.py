@@ -155,7 +155,7 @@ class Hub:
             return None
         return DaySource(root, hold_s=self.config.hold_s)
 
-    async def _begin(self) -> None:
+    async def _begin(self) -> bool:
         """Pick a source and bring the follower to the stream's present (in a thread: a day
         source may read a whole day file once)."""
         while True:
@@ -177,10 +177,14 @@ class Hub:
                     await asyncio.to_thread(_apply_all, follower, items)
                     self.follower = follower
                     self.ready.set()
-                    return
+                    return True
             self.ready.set()  # waiters see self.error; a later poll may still find data
             await asyncio.sleep(1.0)
             self.ready.clear()
+            idle = time.monotonic() - self.last_used > self.config.idle_s
+            if idle and not self.live and not self.joining and self._on_stop is not None:
+                self._on_stop(self)  # nobody asks for this stream any more
+                return False
 
     def _follower_for(self, items: list[Item]) -> BookFollower:
         symbol = next((str(it.rec["symbol"]) for it in items if it.rec.get("symbol")), "")
@@ -199,7 +203,8 @@ class Hub:
 
     async def _run(self) -> None:
         try:
-            await self._begin()
+            if not await self._begin():
+                return
             poll_s = self.config.poll_s
             last_check = time.monotonic()
             while True:

@@ -67,7 +67,7 @@ def parse_query(path: str) -> dict[str, str]:
 def _safe(text: str) -> str:
     """Echo client text only as printable ASCII, truncated."""
     cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:40])
-    return cleaned + ("…" if len(text) > 40 else "")
+    return cleaned + ("..." if len(text) > 40 else "")
 
 
 def parse_int(params: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

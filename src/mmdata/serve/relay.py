@@ -145,7 +145,8 @@ class RelayServer:
             self._parse(request.path)
         except BadRequest as exc:
             return json_response(exc.status, {"error": exc.message})
-        if "upgrade" not in request.headers.get("Connection", "").lower():
+        # get_all: a proxy may send two Connection headers (get() raises on that).
+        if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
             return json_response(
                 426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"}
             )
@@ -364,6 +365,8 @@ class RestServer:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response:
         self.requests += 1
+        if request.method != "GET":
+            return json_response(405, {"error": "only GET is served"}, {"Allow": "GET"})
         path = urlsplit(request.path).path
         try:
             if path == "/health":
