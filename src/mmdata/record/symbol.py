@@ -520,7 +520,9 @@ class SymbolRecorder:
             inst = self.instrument
             details = {"price_precision": inst.price_precision, "qty_precision": inst.qty_precision}
             self._live_event(0, self.wall_ns(), "instrument", "", "", "", details)
-        if self.engine.state is SyncState.SYNCED:
+        if self.engine.state in (SyncState.SYNCED, SyncState.SYNCING):
+            # SYNCING too: the book stands on an accepted snapshot not yet proven (Binance
+            # waiting for its bridging diff); a follower starting here proves it the same way.
             bids, asks = self.engine.book.top()
             update_id = self.engine.update_id if self._is_binance else None  # type: ignore[attr-defined]
             self._live_snapshot("rotation", "local_book", bids, asks, update_id, self.last_checksum)

@@ -57,9 +57,13 @@ class Item:
     line: bytes
 
     @property
-    def key(self) -> tuple[int, int]:
-        """Merge order: a ledger row stamped ``r`` comes after data row ``r``."""
-        return (self.seq, _ORDER.get(self.kind, 0))
+    def key(self) -> tuple[int, int, int]:
+        """Merge order: a ledger row stamped ``r`` comes after data row ``r``; ledger rows
+        at one ``r`` in ``event_id`` order."""
+        if self.kind == "event":
+            eid = self.rec.get("event_id")
+            return (self.seq, 1, eid if type(eid) is int else 0)
+        return (self.seq, 0, 0)
 
     @property
     def message_type(self) -> str:
@@ -194,6 +198,8 @@ class BookFollower:
         if isinstance(depth, int) and depth > 0 and depth != self.depth:
             self.depth = depth
             self.engine = self._adapter.new_sync_engine(self.symbol, depth)
+            if self.precisions is not None:  # they outlive the engine (Kraken checksums)
+                self.engine.receive(Instrument(self.exchange, self.symbol, *self.precisions))
 
     def _snapshot(self, rec: Mapping[str, Any]) -> None:
         self._use_depth(rec.get("depth"))

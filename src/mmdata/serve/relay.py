@@ -301,7 +301,7 @@ class RelayServer:
                 return done, rows
             for item in chunk:
                 await ws.send(item_message(item))
-                done[LANE[item.kind]] = item.key
+                done[LANE[item.kind]] = item.key[:2]
             rows += len(chunk)
 
 

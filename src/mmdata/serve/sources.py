@@ -27,6 +27,7 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ from mmdata.store.tail import GzipTail, LiveTail, TailEvent
 
 __all__ = ["DaySource", "LiveSource", "day_items", "newest_day"]
 
-_DAY = re.compile(r"^\d{8}$")
-_SNAPSHOT_FILE = re.compile(r"^snapshots/snapshot_\d+_[a-z_]+\.csv$")
+_DAY = re.compile(r"[0-9]{8}")
+_SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
 _LEDGER_COLUMNS = (
     "event_id",
     "recv_time_ns",
@@ -57,11 +58,22 @@ LIVE_DIFFS = "live_depth_diffs.ndjson"
 LIVE_TRADES = "live_trades.ndjson"
 
 
+def _is_day_name(name: str) -> bool:
+    """``YYYYMMDD`` of a real date (ASCII digits only)."""
+    if not _DAY.fullmatch(name):
+        return False
+    try:
+        date(int(name[:4]), int(name[4:6]), int(name[6:]))
+    except ValueError:
+        return False
+    return True
+
+
 def newest_day(stream_root: Path) -> Path | None:
     """The newest ``YYYYMMDD`` day folder (with a ledger) under a stream folder."""
     try:
         days = sorted(
-            (p for p in stream_root.iterdir() if _DAY.match(p.name) and p.is_dir()),
+            (p for p in stream_root.iterdir() if _is_day_name(p.name) and p.is_dir()),
             key=lambda p: p.name,
             reverse=True,
         )
@@ -102,6 +114,8 @@ class LiveSource:
             if lines[i].find(b'"kind":"snapshot"', 0, 240) >= 0:
                 start = i
                 break
+        if start:
+            start = _bridge_start(lines, start)
         prefix: list[bytes] = []
         if start:
             # What outlives the snapshot: the latest run_start (depth, diffs on/off) and
@@ -149,6 +163,36 @@ class LiveSource:
                 tail.close()
 
 
+def _bridge_start(lines: list[bytes], at: int) -> int:
+    """Where to start feeding so a venue snapshot at ``lines[at]`` meets the diffs the
+    recorder's engine had buffered before it (Binance: every diff with ``u`` above the
+    snapshot's ``lastUpdateId``, back to the engine's last reset)."""
+    try:
+        snap = orjson.loads(lines[at])
+    except orjson.JSONDecodeError:
+        return at
+    uid = snap.get("update_id")
+    if snap.get("source") == "local_book" or type(uid) is not int:
+        return at
+    start = at
+    for i in range(at - 1, -1, -1):
+        head = lines[i][:400]
+        if b'"kind":"event"' in head:
+            if b'"event":"run_start"' in head or b'"state":"CONNECTING"' in head:
+                break  # the engine started afresh here: nothing before was buffered
+            continue
+        if b'"kind":"diff"' not in head:
+            continue
+        try:
+            last_id = orjson.loads(lines[i]).get("last_id")
+        except orjson.JSONDecodeError:
+            continue
+        if type(last_id) is int and last_id <= uid:
+            break  # discarded by the engine when the snapshot came
+        start = i
+    return start
+
+
 def ledger_item(folder: DayFolder, line: bytes) -> list[Item]:
     """A ledger CSV line as an ``event`` item (plus a ``snapshot`` item for a snapshot row)."""
     try:
@@ -190,7 +234,7 @@ def ledger_item(folder: DayFolder, line: bytes) -> list[Item]:
 def _snapshot_item(folder: DayFolder, row: dict[str, str], event: dict[str, Any]) -> Item | None:
     """The snapshot a ledger row names, read from ``snapshots/`` (only a file of that form)."""
     rel = row["snapshot_file"]
-    if not _SNAPSHOT_FILE.match(rel):
+    if not _SNAPSHOT_FILE.fullmatch(rel):
         return None
     bids: list[list[str]] = []
     asks: list[list[str]] = []
@@ -255,11 +299,13 @@ class DaySource:
         self.clock = clock
         self.tails: _DayTails | None = None
         self.day_label = ""
-        self._heap: list[tuple[tuple[int, int], int, float, Item]] = []
+        self._heap: list[tuple[tuple[int, int, int], int, float, Item]] = []
         self._count = itertools.count()
         self._ledger_mark = -1
         self._diffs_mark = -1
-        self._released: tuple[int, int] = (-1, -1)
+        self._released: tuple[int, int, int] = (-1, -1, -1)
+        self._pushed: tuple[int, int, int] = (-1, -1, -1)  # the largest key ever queued
+        self._floor: tuple[int, int, int] = (-1, -1, -1)  # after a rollover: already queued
         self._trade_mark = -1
         self._statuses: list[TailEvent] = []
         self._last_check = 0.0
@@ -313,7 +359,7 @@ class DaySource:
         now = self.clock()
         out: list[Item] = []
         for item in merged:
-            if self._releasable(item, now, 0.0):
+            if self._releasable(item, now, now):
                 out.append(item)
                 self._released = item.key
             else:
@@ -333,10 +379,18 @@ class DaySource:
         return out
 
     def _push(self, item: Item, now: float) -> None:
-        heapq.heappush(self._heap, (item.key, next(self._count), now, item))
+        key = item.key
+        self._pushed = max(self._pushed, key)
+        heapq.heappush(self._heap, (key, next(self._count), now, item))
+
+    def _new(self, item: Item) -> bool:
+        key = item.key
+        return key > self._released and key > self._floor
 
     def _releasable(self, item: Item, now: float, arrived: float) -> bool:
-        if item.kind == "event":
+        # A ledger row (and the snapshot it names) at r waits for the diffs up to r; a diff at
+        # s waits for the ledger rows before s.
+        if item.kind in ("event", "snapshot"):
             return self._diffs_mark > item.seq or now - arrived >= self.hold_s
         return self._ledger_mark >= item.seq or now - arrived >= self.hold_s
 
@@ -354,13 +408,13 @@ class DaySource:
             assert tails is not None
         for line in tails.diffs.poll():
             item = item_from_line(line)
-            if item is not None and item.key > self._released:
+            if item is not None and self._new(item):
                 self._diffs_mark = max(self._diffs_mark, item.seq)
                 self._push(item, now)
         for line in tails.ledger.poll():
             for item in ledger_item(tails.folder, line):
                 self._ledger_mark = max(self._ledger_mark, item.seq)
-                if item.key > self._released:
+                if self._new(item):
                     self._push(item, now)
         heap = self._heap
         while heap and self._releasable(heap[0][3], now, heap[0][2]):
@@ -386,7 +440,9 @@ class DaySource:
         except StoreError:
             return []  # not readable yet (its ledger's first member not flushed): next check
         self._statuses.append(TailEvent("day_rollover", f"day {old} -> {day.name}: following the new day"))
-        # Rows of the old day still in the heap stand; the new day's files restate the overlap.
+        # Rows of the old day still in the heap stand; the new day's files restate the overlap,
+        # so its rows up to the largest key already queued are skipped.
+        self._floor = self._pushed
         self._diffs_mark = self._ledger_mark = -1
         return []
 

@@ -23,6 +23,7 @@ starting at the last engine reset before a snapshot instead of the top of the da
 from __future__ import annotations
 
 import csv
+import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Generator
@@ -48,6 +49,7 @@ from mmdata.types import (
 __all__ = ["Action", "BookReplay", "DayProblem"]
 
 _MAX_PROBLEMS = 1000
+_SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
 _ACTIONS = frozenset(
     (
         "snapshot",
@@ -427,7 +429,12 @@ class BookReplay:
         folder = self.folder
         if event == "snapshot":
             info = details(row)
-            file = folder.root / row["snapshot_file"]
+            rel = row["snapshot_file"]
+            if not _SNAPSHOT_FILE.fullmatch(rel):
+                # Only a file the recorder names (never a path out of the day folder).
+                self.problem(DayProblem("unreadable_row", f"snapshot file {rel!r:.80}", action.seq, "events"))
+                return
+            file = folder.root / rel
             try:
                 bids, asks = snapshot_levels(file)
             except (OSError, KeyError, csv.Error) as exc:
