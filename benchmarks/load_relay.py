@@ -4,7 +4,8 @@ Run with ``nox -s load`` (or ``python benchmarks/load_relay.py [--clients 1000] 
 Everything runs on loopback, each part in its own process, and the whole run is bounded in time:
 
 1. the recorder: ``python -m mmdata record --simulate`` (embedded simulator; Kraken BTC/USD at
-   ``--rate 5`` writes 100 book updates/s, one live diff row each, plus ~28 trades/s);
+   ``--rate 5`` writes 100 book updates/s, one live diff row each, plus ~28 trades/s; the
+   simulator batches Binance diffs per 100 ms, so ``--exchange binance`` gets 10 diffs/s at any rate);
 2. the relay: ``python -m mmdata serve relay --port 0 --poll-ms 10`` on the same data folder;
    its CPU time (``/proc/<pid>/stat``) and RSS (``VmRSS``, peak ``VmHWM``) are read over the window;
 3. ``--procs`` client processes with ``--clients`` connections in all to
@@ -28,8 +29,11 @@ times are kept per message:
 Messages lost per client: every client keeps the ``recv_seq`` of each diff and trade it got; the
 rows the recorder wrote (``live/live_depth_diffs*.ndjson`` and ``live_trades*.ndjson``, rotated
 files included) between the lowest and the highest ``recv_seq`` the client received inside the
-window must all be among them. Clients the relay dropped (``status dropped`` / close 1008) or that
-lost their connection did not keep up and are counted apart.
+window must all be among them. Trades come from their own file and may arrive a poll after book
+rows with a higher ``recv_seq`` (docs/serving.md, "Ordering"), so a client still short of rows
+at the end keeps reading for up to ``--drain`` seconds; what is still missing then is lost.
+Clients the relay dropped (``status dropped`` / close 1008) or that lost their connection did not
+keep up and are counted apart.
 
 Target (issue): p99 ≤ 50 ms with 1,000 clients, and 0 lost messages for clients that keep up.
 ``--check`` makes a FAIL exit with status 1. The figures land in ``benchmarks/out/load_relay.json``
@@ -79,6 +83,37 @@ _TIME_KEY = b'"recv_time_ns":'
 _STATUS_KEY = b'"status":"'
 _TYPE_AT = len(b'{"type":"')
 
+#: ``--instrument``: the relay run through this wrapper, which times the hub's polls and fan-outs
+#: (benchmark-side monkeypatching; nothing in src/ changes) and writes them out at exit.
+INSTRUMENT = r"""
+import atexit, json, os, sys, time
+from mmdata.serve import hub as H, sources as S
+ticks, rows = [], []  # (wall ns, fan-out ns, clients, messages) / (wall ns, hub-seen lag ns)
+last, gaps = [0], []  # the tick before / (wall ns, ns since it)
+poll, fan_out, tick = S.LiveSource.poll, H.Hub._fan_out, H.Hub._tick
+def _poll(self):
+    items = poll(self)
+    now = time.time_ns()
+    rows.extend((now, now - it.time_ns) for it in items)
+    return items
+def _fan_out(self, messages, keys):
+    t = time.perf_counter_ns()
+    fan_out(self, messages, keys)
+    ticks.append((time.time_ns(), time.perf_counter_ns() - t, len(self.live), len(messages)))
+def _tick(self):
+    now = time.perf_counter_ns()
+    if last[0]:
+        gaps.append((time.time_ns(), now - last[0]))
+    last[0] = now
+    tick(self)
+S.LiveSource.poll, H.Hub._fan_out, H.Hub._tick = _poll, _fan_out, _tick
+atexit.register(lambda: open(os.environ["MMDATA_LOAD_STATS"], "w").write(
+    json.dumps({"ticks": ticks, "rows": rows, "gaps": gaps})))
+from mmdata.cli import main
+sys.argv = ["mmdata", *sys.argv[1:]]
+main()
+"""
+
 # ======================================================================================
 # Client worker (one process, many connections)
 # ======================================================================================
@@ -97,6 +132,8 @@ class _Client:
         "fd",
         "hi",
         "key",
+        "lat_n",
+        "lat_sum",
         "lo",
         "other",
         "ready",
@@ -114,6 +151,8 @@ class _Client:
         self.state = HANDSHAKE
         self.buf = b""
         self.seqs = array.array("q")  # recv_seq of every diff and trade received
+        self.lat_sum = 0  # latency (app, ns) summed over the window's diff/trade messages
+        self.lat_n = 0
         self.lo = -1  # lowest / highest recv_seq received inside the window
         self.hi = -1
         self.other: Counter[str] = Counter()  # messages of other types
@@ -135,6 +174,8 @@ class _Worker:
         self.lags: list[float] = []  # event-loop lag samples in the window, s
         self.bad_frames: Counter[str] = Counter()
         self.binary: Counter[str] = Counter()  # binary-frame messages by type
+        self.cache: dict[bytes, tuple[array.array[int], array.array[int]]] = {}
+        self.cache_hits = 0
         self.rbuf = bytearray(1 << 18)
         self.rview = memoryview(self.rbuf)
         self.anc = socket.CMSG_SPACE(16)
@@ -193,20 +234,34 @@ class _Worker:
             self.feed(c, buf[end + 4 :], now, kts)
 
     def feed(self, c: _Client, data: bytes, now: int, kts: int) -> None:
-        """Parse server frames (unmasked, unfragmented) out of ``c.buf + data``."""
-        if c.buf:
+        """Parse server frames (unmasked, unfragmented) out of ``c.buf + data``.
+
+        Every client of a process gets the same bytes for a fan-out, so a read that is exactly
+        whole diff/trade frames is remembered: a later read with *equal* bytes (the dict compares
+        them in full) reuses its parse — each client's bytes are still checked, just once cheaper.
+        """
+        whole = not c.buf  # the read starts at a frame boundary
+        if whole:
+            hit = self.cache.get(data)
+            if hit is not None:
+                self.cache_hits += 1
+                self.account(c, hit[0], hit[1], now, kts)
+                return
+        else:
             data = c.buf + data
         n = len(data)
         i = 0
-        in_window = self.t0 <= now < self.t1
-        seqs = c.seqs
+        seqs = array.array("q")
+        times = array.array("q")
+        plain = True  # nothing but whole diff/trade text frames so far
+        closing = ""
         while n - i >= 2:
             b0 = data[i]
             ln = data[i + 1]
             if ln & 0x80:
                 self.bad_frames["masked server frame"] += 1
-                self.close(c, "protocol error: masked server frame")
-                return
+                closing = "protocol error: masked server frame"
+                break
             if ln < 126:
                 p = i + 2
             elif ln == 126:
@@ -228,39 +283,63 @@ class _Worker:
                 kind = data[p + _TYPE_AT : q]
                 if op == 2:  # the relay's own sends (not its fan-out) go out as binary frames
                     self.binary[kind.decode("ascii", "replace")] += 1
+                    plain = False
                 if kind in (b"diff", b"trade"):
                     s = data.find(_DATA_SEQ, q, end)
                     if s < 0:
                         self.bad_frames[f"{kind.decode()} without recv_seq"] += 1
+                        plain = False
                     else:
                         s += len(_DATA_SEQ)
                         comma = data.find(b",", s, end)
-                        seq = int(data[s:comma])
+                        seqs.append(int(data[s:comma]))
                         t = comma + 1 + len(_TIME_KEY)
-                        t_ns = int(data[t : data.find(b",", t, end)])
-                        seqs.append(seq)
-                        if in_window:
-                            self.app.append(now - t_ns)
-                            self.kern.append(kts - t_ns)
-                            if c.lo < 0 or seq < c.lo:
-                                c.lo = seq
-                            c.hi = max(c.hi, seq)
+                        times.append(int(data[t : data.find(b",", t, end)]))
                 else:
+                    plain = False
                     name = kind.decode("ascii", "replace")
                     c.other[name] += 1
                     if name == "status":
                         s = data.find(_STATUS_KEY, q, end) + len(_STATUS_KEY)
                         c.statuses[data[s : data.find(b'"', s, end)].decode("ascii", "replace")] += 1
             elif op == 9:  # ping: answer with a masked pong carrying the same payload
+                plain = False
                 self.send_control(c, 0xA, data[p:end])
             elif op == 8:  # close
                 c.close_code = int.from_bytes(data[p : p + 2], "big") if ln >= 2 else 1005
-                self.close(c, f"close frame {c.close_code}: {data[p + 2 : end].decode('utf-8', 'replace')}")
-                return
-            elif op != 0xA:
-                self.bad_frames[f"opcode {op} fin {b0 >> 7}"] += 1
+                closing = f"close frame {c.close_code}: {data[p + 2 : end].decode('utf-8', 'replace')}"
+                i = end
+                break
+            else:
+                plain = False
+                if op != 0xA:
+                    self.bad_frames[f"opcode {op} fin {b0 >> 7}"] += 1
             i = end
         c.buf = data[i:] if i < n else b""
+        if seqs:
+            self.account(c, seqs, times, now, kts)
+            if whole and plain and i == n:
+                if len(self.cache) >= 256:
+                    self.cache.clear()
+                self.cache[data] = (seqs, times)
+        if closing:
+            self.close(c, closing)
+
+    def account(
+        self, c: _Client, seqs: array.array[int], times: array.array[int], now: int, kts: int
+    ) -> None:
+        """A read's diff/trade messages: their recv_seq for the loss check, latency in the window."""
+        c.seqs.extend(seqs)
+        if self.t0 <= now < self.t1:
+            lat = [now - t for t in times]
+            self.app.extend(lat)
+            c.lat_sum += sum(lat)
+            c.lat_n += len(lat)
+            self.kern.extend([kts - t for t in times])
+            lo, hi = min(seqs), max(seqs)
+            if c.lo < 0 or lo < c.lo:
+                c.lo = lo
+            c.hi = max(c.hi, hi)
 
     # -- writing and closing ----------------------------------------------------------------
     @staticmethod
@@ -384,12 +463,32 @@ async def worker_main(args: argparse.Namespace) -> None:
     await asyncio.sleep(max(0.0, (w.t1 - time.time_ns()) / 1e9) + float(window["grace_s"]))
     lag_task.cancel()
     await note_task
+    written = _written_seqs(Path(args.live_dir))
+
+    def missing(c: _Client) -> np.ndarray[Any, np.dtype[np.int64]]:
+        expected = written[np.searchsorted(written, c.lo) : np.searchsorted(written, c.hi, "right")]
+        got = np.frombuffer(c.seqs, dtype=np.int64)
+        return expected[~np.isin(expected, got)]
+
+    # Trades come from their own file and may arrive a poll later than book rows with a higher
+    # recv_seq (docs/serving.md, "Ordering"): a client whose window ends between the two keeps
+    # reading until it has them all, or until the drain time is up (then they count as lost).
+    drain_end = time.monotonic() + float(window["drain_s"])
+    late: set[int] = set()
+    check = [c for c in clients if id(c) in open_at_t0 and c.lo >= 0 and not c.closed_at]
+    while True:
+        check = [c for c in check if c.state != CLOSED and missing(c).size]
+        if not check or time.monotonic() >= drain_end:
+            break
+        late.update(id(c) for c in check)
+        await asyncio.sleep(0.25)
+    drain_s = float(window["drain_s"]) - max(0.0, drain_end - time.monotonic())
     for c in clients:
         if c.state != CLOSED:
             loop.remove_reader(c.fd)
-    written = _written_seqs(Path(args.live_dir))
 
     lost: list[int] = []  # per client that kept up
+    examples: list[dict[str, Any]] = []
     unknown = dups = got_in_window = 0
     kept = dropped = disconnected = not_open = 0
     statuses: Counter[str] = Counter()
@@ -416,9 +515,22 @@ async def worker_main(args: argparse.Namespace) -> None:
         if c.lo < 0:
             lost.append(-1)  # kept its connection but got nothing in the window
             continue
-        expected = written[np.searchsorted(written, c.lo) : np.searchsorted(written, c.hi, "right")]
-        got_in_window += expected.size
-        lost.append(int(expected.size - np.isin(expected, uniq, assume_unique=True).sum()))
+        got_in_window += int(np.searchsorted(written, c.hi, "right") - np.searchsorted(written, c.lo))
+        gone = missing(c)
+        lost.append(int(gone.size))
+        if gone.size and len(examples) < 5:
+            order = received.tolist()  # arrival order
+            at = next((k for k, x in enumerate(order) if x > gone[0]), len(order))
+            examples.append(
+                {
+                    "lo": c.lo,
+                    "hi": c.hi,
+                    "missing": gone[:10].tolist(),
+                    "n_missing": int(gone.size),
+                    "arrival_order_around": order[max(0, at - 5) : at + 5],
+                    "received": len(order),
+                }
+            )
     for c in clients:
         if c.state != CLOSED:
             with contextlib.suppress(OSError):
@@ -428,6 +540,7 @@ async def worker_main(args: argparse.Namespace) -> None:
     np.save(out / f"app_{args.worker_id}.npy", np.frombuffer(w.app, dtype=np.int64))
     np.save(out / f"kern_{args.worker_id}.npy", np.frombuffer(w.kern, dtype=np.int64))
     lags = np.asarray(w.lags) * 1000 if w.lags else np.zeros(1)
+    means = [c.lat_sum / c.lat_n / 1e6 for c in clients if c.lat_n]
     _emit(
         {
             "event": "result",
@@ -437,7 +550,10 @@ async def worker_main(args: argparse.Namespace) -> None:
             "disconnected": disconnected,
             "not_open_at_t0": not_open,
             "lost": lost,
+            "lost_examples": examples,
             "expected_in_windows": got_in_window,
+            "completed_in_drain": len(late),
+            "drain_s": drain_s,
             "duplicates": dups,
             "unknown_seqs": unknown,
             "received_in_window": len(w.app),
@@ -447,6 +563,8 @@ async def worker_main(args: argparse.Namespace) -> None:
             "bad_frames": dict(w.bad_frames),
             "binary_frames": dict(w.binary),
             "reads_without_kernel_stamp": w.no_stamp,
+            "parse_cache_hits": w.cache_hits,
+            "client_mean_latency_ms": means,
             "loop_lag_ms": {
                 "p50": float(np.percentile(lags, 50)),
                 "p99": float(np.percentile(lags, 99)),
@@ -485,13 +603,13 @@ def _proc_mem(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
+def _machine_cpu() -> tuple[int, int, int]:
+    """(busy, irq + softirq + steal, total) jiffies of all cores, from /proc/stat."""
     with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    total = sum(vals[:8])
-    return total - idle, total
+        vals = [int(v) for v in f.readline().split()[1:9]]
+    idle = vals[3] + vals[4]
+    total = sum(vals)
+    return total - idle, vals[5] + vals[6] + vals[7], total
 
 
 class _Stop(Exception):
@@ -529,6 +647,12 @@ def _stop(proc: subprocess.Popen[Any] | None, timeout: float) -> str:
         return "killed after timeout"
 
 
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Restrict one of our own processes to ``cpus`` (``--pin-relay``; a no-op otherwise)."""
+    if cpus != set(os.sched_getaffinity(0)):
+        os.sched_setaffinity(pid, cpus)
+
+
 def _read_rows(live_dir: Path) -> list[tuple[str, int]]:
     """(kind, recv_time_ns) of every row in the live files."""
     rows: list[tuple[str, int]] = []
@@ -564,6 +688,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     need = args.clients + 512
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need) if hard > 0 else need, hard))
+    all_cpus = sorted(os.sched_getaffinity(0))
+    relay_cpus = harness_cpus = set(all_cpus)
+    if args.pin_relay and len(all_cpus) >= 2:
+        relay_cpus, harness_cpus = {all_cpus[0]}, set(all_cpus[1:])
     tmp = Path(tempfile.mkdtemp(prefix="mmdata-load-relay-"))
     data, logs = tmp / "data", tmp / "logs"
     symbol_fs = re.sub(r"[/\-: ]", "", args.symbol)
@@ -579,6 +707,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--data-dir", str(data), "--log-dir", str(logs), "--json", "-q"]
         rec_log = open(tmp / "recorder.log", "wb")  # noqa: SIM115 - closed with the tmp folder
         recorder = subprocess.Popen(cmd, stdout=rec_log, stderr=subprocess.STDOUT)
+        _pin(recorder.pid, harness_cpus)
         diffs_file = live_dir / "live_depth_diffs.ndjson"
         _wait_for(
             lambda: diffs_file.is_file() and b'"kind":"snapshot"' in diffs_file.read_bytes(),
@@ -591,9 +720,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--poll-ms", str(args.poll_ms), "--max-connections", str(max(2000, args.clients + 100))]
         srv_log_path = tmp / "relay.log"
         srv_log = open(srv_log_path, "wb")  # noqa: SIM115
+        env = dict(os.environ)
         if args.profile_server:
             cmd[1:3] = ["-m", "cProfile", "-o", str(tmp / "relay.prof"), "-m", "mmdata"]
-        server = subprocess.Popen(cmd, stdout=srv_log, stderr=subprocess.STDOUT)
+        elif args.instrument:
+            cmd[1:3] = ["-c", INSTRUMENT]
+            env["MMDATA_LOAD_STATS"] = str(tmp / "relay_stats.json")
+        server = subprocess.Popen(cmd, stdout=srv_log, stderr=subprocess.STDOUT, env=env)
+        _pin(server.pid, relay_cpus)
 
         def port_seen() -> int:
             m = re.search(rb"relay listening on ws://[\d.]+:(\d+)", srv_log_path.read_bytes())
@@ -612,6 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cmd += ["--connect-rate", str(args.connect_rate / args.procs), "--live-dir", str(live_dir)]
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             workers.append(p)
+            _pin(p.pid, harness_cpus)
 
             def pump(k: int = k, p: subprocess.Popen[str] = p) -> None:
                 assert p.stdout is not None
@@ -642,7 +777,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         n_ok = sum(m["ok"] for m in connected)
         t0 = time.time_ns() + int(args.warmup * 1e9)
         t1 = t0 + int(args.seconds * 1e9)
-        window = json.dumps({"t0": t0, "t1": t1, "grace_s": args.grace}) + "\n"
+        window = json.dumps({"t0": t0, "t1": t1, "grace_s": args.grace, "drain_s": args.drain}) + "\n"
         for p in workers:
             assert p.stdin is not None
             p.stdin.write(window)
@@ -666,7 +801,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.monotonic() - w0
         _, server_hwm = _proc_mem(server.pid)
         health = _health(port)
-        results = collect("result", args.grace + 60)
+        results = collect("result", args.grace + args.drain + 60)
         stops = {"relay": _stop(server, 15), "recorder": _stop(recorder, 20)}
         # 5. figures ------------------------------------------------------------------------------
         rows = _read_rows(live_dir)
@@ -675,9 +810,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         app = np.concatenate([np.load(tmp / f"app_{k}.npy") for k in range(len(workers))]) / 1e6
         kern = np.concatenate([np.load(tmp / f"kern_{k}.npy") for k in range(len(workers))]) / 1e6
         lost = [x for r in results for x in r["lost"]]
+        means = np.asarray([x for r in results for x in r["client_mean_latency_ms"]])
         kept_lost = [x for x in lost if x >= 0]
         cpu = {name: 100 * (cpu1[name] - cpu0[name]) / wall for name in pids}
         stream = next(iter(health.get("streams") or []), {})
+        ticks = max(1, mach1[2] - mach0[2])
+        busy = 100 * (mach1[0] - mach0[0]) / ticks
+        irq = 100 * (mach1[1] - mach0[1]) / ticks * (os.cpu_count() or 1)  # % of one core
         p99 = _pct(app, 99)
         checks = {
             "p99_le_target": bool(p99 <= args.target_p99_ms),
@@ -690,6 +829,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "symbol": args.symbol,
             "sim_rate": args.rate,
             "poll_ms": args.poll_ms,
+            "pinned": args.pin_relay and relay_cpus != harness_cpus,
             "clients": args.clients,
             "client_procs": args.procs,
             "connected": n_ok,
@@ -722,8 +862,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "lost_max": max(kept_lost) if kept_lost else None,
             "lost_mean": float(np.mean(kept_lost)) if kept_lost else None,
             "clients_with_loss": sum(1 for x in kept_lost if x > 0),
+            "lost_examples": [e for r in results for e in r["lost_examples"]][:5],
             "clients_without_window_data": sum(1 for x in lost if x < 0),
             "expected_in_windows": sum(r["expected_in_windows"] for r in results),
+            "clients_completed_in_drain": sum(r["completed_in_drain"] for r in results),
+            "drain_s": max(r["drain_s"] for r in results),
             "duplicates": sum(r["duplicates"] for r in results),
             "unknown_seqs": sum(r["unknown_seqs"] for r in results),
             "statuses": dict(sum((Counter(r["statuses"]) for r in results), Counter())),
@@ -732,6 +875,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bad_frames": dict(sum((Counter(r["bad_frames"]) for r in results), Counter())),
             "binary_frames": dict(sum((Counter(r["binary_frames"]) for r in results), Counter())),
             "reads_without_kernel_stamp": sum(r["reads_without_kernel_stamp"] for r in results),
+            "parse_cache_hits": sum(r["parse_cache_hits"] for r in results),
+            "per_client_mean_latency_ms": {
+                "min": _pct(means, 0),
+                "p50": _pct(means, 50),
+                "max": _pct(means, 100),
+            },
             "client_loop_lag_ms": [r["loop_lag_ms"] for r in results],
             "server_cpu_pct": cpu["relay"],
             "server_rss_mb_avg": float(np.mean(rss)) if rss else float("nan"),
@@ -740,7 +889,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "recorder_cpu_pct": cpu["recorder"],
             "client_cpu_pct": [cpu[f"client{k}"] for k in range(len(workers))],
             "client_rss_mb_peak": max(client_rss) if client_rss else float("nan"),
-            "machine_busy_pct": 100 * (mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1]),
+            "machine_busy_pct": busy,
+            "irq_softirq_steal_cpu_pct": irq,
+            "other_processes_cpu_pct": busy * (os.cpu_count() or 1) - irq - sum(cpu.values()),
             "server_health": {
                 k: stream.get(k) for k in ("clients", "rows", "messages", "dropped_clients", "state")
             }
@@ -755,6 +906,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "run_s": round(time.monotonic() - t_begin, 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if args.instrument:
+            result["server_timing"] = _server_timing(tmp / "relay_stats.json", t0, t1)
         if args.profile_server:
             result["server_profile_top"] = _profile_top(tmp / "relay.prof")
         return result
@@ -777,6 +930,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _server_timing(path: Path, t0: int, t1: int) -> dict[str, Any]:
+    """The ``--instrument`` figures of the window: where the relay's share of the latency goes."""
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": str(exc)}
+    ticks = np.asarray([t for t in stats["ticks"] if t0 <= t[0] < t1 and t[2] > 0], dtype=np.float64)
+    rows = np.asarray([r[1] for r in stats["rows"] if t0 <= r[0] < t1], dtype=np.float64) / 1e6
+    gaps = np.asarray([g[1] for g in stats["gaps"] if t0 <= g[0] < t1], dtype=np.float64) / 1e6
+    fan = ticks[:, 1] / 1e6 if ticks.size else np.zeros(0)
+
+    def q(a: np.ndarray[Any, Any]) -> dict[str, float]:
+        return {"p50": _pct(a, 50), "p99": _pct(a, 99), "max": float(a.max()) if a.size else float("nan")}
+
+    return {
+        "row_written_to_hub_poll_ms": q(rows),
+        "fan_out_ms": q(fan),
+        "fan_out_us_per_client": float(np.mean(ticks[:, 1] / ticks[:, 2]) / 1e3) if ticks.size else None,
+        "fan_outs_per_s": ticks.shape[0] / ((t1 - t0) / 1e9),
+        "messages_per_fan_out": float(ticks[:, 3].mean()) if ticks.size else None,
+        "tick_interval_ms": q(gaps),
+    }
+
+
 def _profile_top(path: Path, n: int = 25) -> list[str]:
     if not path.is_file():
         return ["(no profile written)"]
@@ -793,7 +970,7 @@ def report(r: dict[str, Any]) -> None:
         (
             "stream",
             f"{r['exchange']} {r['symbol']} (simulator rate {r['sim_rate']:g}), "
-            f"relay poll {r['poll_ms']:g} ms",
+            f"relay poll {r['poll_ms']:g} ms" + (", relay pinned to its own core" if r["pinned"] else ""),
         ),
         (
             "clients connected",
@@ -815,11 +992,16 @@ def report(r: dict[str, Any]) -> None:
             "  kernel arrival",
             f"p50 {kern['p50']:.1f}  p95 {kern['p95']:.1f}  p99 {kern['p99']:.1f}  max {kern['max']:.1f} ms",
         ),
+        (
+            "  mean of each client",
+            "min {min:.1f}  median {p50:.1f}  max {max:.1f} ms".format(**r["per_client_mean_latency_ms"]),
+        ),
         ("kept up / dropped / lost conn", f"{r['kept_up']:,} / {r['dropped']} / {r['disconnected']}"),
         (
             "lost per client (kept up)",
             f"max {r['lost_max']}, mean {r['lost_mean']}, "
-            f"{r['clients_with_loss']} clients with loss (of {r['expected_in_windows']:,} expected)",
+            f"{r['clients_with_loss']} clients with loss (of {r['expected_in_windows']:,} expected; "
+            f"{r['clients_completed_in_drain']} clients completed after the window, {r['drain_s']:.1f} s)",
         ),
         ("duplicates / unknown seqs", f"{r['duplicates']} / {r['unknown_seqs']}"),
         ("relay CPU", f"{r['server_cpu_pct']:.0f} % of one core"),
@@ -835,7 +1017,9 @@ def report(r: dict[str, Any]) -> None:
         ("recorder CPU", f"{r['recorder_cpu_pct']:.0f} %"),
         (
             "machine",
-            f"{r['cpus']} cores, {r['machine_busy_pct']:.0f} % busy in the window, "
+            f"{r['cpus']} cores, {r['machine_busy_pct']:.0f} % busy in the window (other processes: "
+            f"{r['other_processes_cpu_pct']:.0f} % of one core, irq/softirq/steal "
+            f"{r['irq_softirq_steal_cpu_pct']:.0f} %), "
             f"load avg {r['loadavg'][0]:.2f}",
         ),
         (
@@ -855,6 +1039,21 @@ def report(r: dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
+    st = r.get("server_timing")
+    if st and "error" not in st:
+        for key, label in (
+            ("row_written_to_hub_poll_ms", "relay: row → hub poll"),
+            ("fan_out_ms", "relay: one fan-out"),
+            ("tick_interval_ms", "relay: tick interval"),
+        ):
+            v = st[key]
+            print(f"  {label:<30} p50 {v['p50']:.2f}  p99 {v['p99']:.2f}  max {v['max']:.2f} ms")
+        print(
+            f"  {'relay: fan-outs':<30} {st['fan_outs_per_s']:.0f}/s, "
+            f"{st['messages_per_fan_out']:.2f} messages each, {st['fan_out_us_per_client']:.1f} µs per client"
+        )
+    elif st:
+        print(f"  relay timing: {st['error']}")
     for line in r.get("server_profile_top", []):
         print(f"  | {line}")
 
@@ -876,11 +1075,27 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=10.0, help="the relay's --poll-ms")
     parser.add_argument("--target-p99-ms", type=float, default=50.0)
     parser.add_argument("--grace", type=float, default=1.0, help="clients keep reading after the window, s")
-    parser.add_argument("--max-run-s", type=float, default=170.0, help="hard bound of the whole run, s")
+    parser.add_argument(
+        "--drain", type=float, default=10.0, help="... and up to this long for rows still missing, s"
+    )
+    parser.add_argument(
+        "--max-run-s", type=float, default=170.0, help="bound on the recorder and on the waits, s"
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--check", action="store_true", help="exit 1 when the verdict is FAIL")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     parser.add_argument("--profile-server", action="store_true", help="run the relay under cProfile")
+    parser.add_argument(
+        "--pin-relay",
+        action="store_true",
+        help="the relay alone on the first core, recorder and clients on the others (needs ≥ 2 cores; "
+        "other programs on the machine are not moved)",
+    )
+    parser.add_argument(
+        "--instrument",
+        action="store_true",
+        help="time the relay's polls and fan-outs (through a wrapper that patches the hub)",
+    )
     # worker mode (internal)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)

@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge data, not speed: a loaded CI machine (2 cores shared by xdist workers)
+# must not fail them on a deadline or on slow input generation. Benchmarks measure speed.
+settings.register_profile("mmdata", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mmdata"))
 
 # Session fixtures with simulator-recorded day folders, for every test package.
 pytest_plugins = ["tests.recorded_days"]

@@ -82,6 +82,7 @@ async def _check_venue(tmp: Path, exchange: str, symbol: str) -> None:
                     raw = await asyncio.wait_for(ws.recv(), 0.5)
                 except TimeoutError:
                     continue
+                assert isinstance(raw, str), "every relay message is a text frame"
                 msg = orjson.loads(raw)
                 kinds.add(msg["type"])
                 book.apply(msg)

@@ -190,11 +190,11 @@ class RelayServer:
         try:
             await asyncio.wait_for(hub.ready.wait(), self.options.ready_timeout_s)
         except TimeoutError:
-            await ws.send(status("unavailable", "the stream is still being read; retry in a moment"))
+            await _send(ws, status("unavailable", "the stream is still being read; retry in a moment"))
             await ws.close(1013, "stream warming up")
             return
         if hub.source is None:
-            await ws.send(status("unavailable", hub.error or "no data for this stream"))
+            await _send(ws, status("unavailable", hub.error or "no data for this stream"))
             await ws.close(1013, "stream unavailable")
             return
         transport = ws.transport
@@ -210,41 +210,44 @@ class RelayServer:
         try:
             if origin == "start":
                 hub.join(sub, with_ring=True)
-                await ws.send(
-                    status("subscribed", "replaying the day from its start", source=hub.source_name, day=day)
+                await _send(
+                    ws,
+                    status("subscribed", "replaying the day from its start", source=hub.source_name, day=day),
                 )
                 if hub.diffs_missing:
-                    await ws.send(status("diffs_missing", _NO_DIFFS))
+                    await _send(ws, status("diffs_missing", _NO_DIFFS))
                 done, rows = await self._replay_day(ws, hub)
                 last_seq = max((k[0] for k in done.values()), default=-1)
                 oldest = sub.pending[0][0][0] if sub.pending else None
                 if oldest is not None and oldest > last_seq + 1 and len(hub.ring) == hub.ring.maxlen:
-                    await ws.send(
+                    await _send(
+                        ws,
                         status(
                             "gap", "the live stream moved on further than the server keeps", after=last_seq
-                        )
+                        ),
                     )
-                await ws.send(status("replay_done", "the day is replayed; live from here", rows=rows))
+                await _send(ws, status("replay_done", "the day is replayed; live from here", rows=rows))
             else:
                 hub.join(sub, with_ring=False)
                 # Same step as join: every message after this book is queued for the client.
                 snap = hub.snapshot_message() if with_snapshot else None
-                await ws.send(
-                    status("subscribed", "live from the latest book", source=hub.source_name, day=day)
+                await _send(
+                    ws, status("subscribed", "live from the latest book", source=hub.source_name, day=day)
                 )
                 if hub.diffs_missing:
-                    await ws.send(status("diffs_missing", _NO_DIFFS))
+                    await _send(ws, status("diffs_missing", _NO_DIFFS))
                 if snap is not None:
-                    await ws.send(snap)
+                    await _send(ws, snap)
                 elif with_snapshot:
                     follower = hub.follower
                     state = follower.state.name if follower is not None else "UNKNOWN"
-                    await ws.send(
+                    await _send(
+                        ws,
                         status(
                             "no_book",
                             f"no proven book yet (state {state}); the next snapshot message brings one",
                             state=state,
-                        )
+                        ),
                     )
             # Drain what queued meanwhile, then join the fan-out in the same step.
             while True:
@@ -252,7 +255,7 @@ class RelayServer:
                     key, msg = sub.pending.popleft()
                     last = done.get(key[2])
                     if last is None or key[:2] > last:
-                        await ws.send(msg)
+                        await _send(ws, msg)
                 if sub.dropped:
                     break
                 if hub.go_live(sub):
@@ -300,7 +303,7 @@ class RelayServer:
             if not chunk:
                 return done, rows
             for item in chunk:
-                await ws.send(item_message(item))
+                await _send(ws, item_message(item))
                 done[LANE[item.kind]] = item.key[:2]
             rows += len(chunk)
 
@@ -309,6 +312,11 @@ _NO_DIFFS = (
     "this stream is recorded without depth diffs (STORE_DEPTH_DIFFS=0): no diff messages, "
     "and no book can be followed; /snapshot serves the latest book frame"
 )
+
+
+async def _send(ws: ServerConnection, message: bytes) -> None:
+    """One message as a text frame (every relay message is JSON text; bytes would go as binary)."""
+    await ws.send(message, text=True)
 
 
 def _take(items: Iterator[Item], n: int) -> list[Item]:
