@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from mmdata.errors import StoreError
+from mmdata.record.files import EVENTS_HEADER
 from mmdata.serve.follow import Item, item_from_line
 from mmdata.store.dayfolder import DayFolder, open_day_folder
 from mmdata.store.tail import GzipTail, LiveTail, TailEvent
@@ -42,18 +43,7 @@ __all__ = ["DaySource", "LiveSource", "day_items", "newest_day"]
 
 _DAY = re.compile(r"[0-9]{8}")
 _SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
-_LEDGER_COLUMNS = (
-    "event_id",
-    "recv_time_ns",
-    "run_id",
-    "recv_seq",
-    "event",
-    "tag",
-    "state",
-    "reason",
-    "snapshot_file",
-    "details",
-)
+_LEDGER_COLUMNS = tuple(EVENTS_HEADER.split(","))
 LIVE_DIFFS = "live_depth_diffs.ndjson"
 LIVE_TRADES = "live_trades.ndjson"
 
