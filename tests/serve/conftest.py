@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import gzip
 import http.client
 import io
 import shutil
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from mmdata.record import RecorderConfig, RecordSummary, SimulateOptions, record
 from mmdata.serve.app import ServeOptions, Servers, start_servers
 from mmdata.serve.hub import HubConfig
 from mmdata.store.dayfolder import open_day_folder
+from mmdata.store.tail import GzipTail
 from tests.recorded_days import VENUES
 
 T = TypeVar("T")
@@ -53,7 +54,7 @@ async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "c
         await asyncio.sleep(0.01)
 
 
-# -- servers and clients ----------------------------------------------------------------------------
+# -- servers and clients ---------------------------------------------------------------------------
 @contextlib.asynccontextmanager
 async def serving(data: Path, **hub: Any) -> AsyncIterator[Servers]:
     """Relay and REST servers on free ports of 127.0.0.1 (``hub``: HubConfig fields)."""
@@ -113,7 +114,12 @@ class Feed:
                 raise AssertionError(f"{what}: connection closed ({self.close_code}) before it came")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"{what}: not received within {timeout} s ({seen} messages)")
+                kinds = Counter(m["type"] for m in self.messages)
+                codes = [m["data"].get("status") for m in self.messages if m["type"] == "status"]
+                last = self.messages[-1] if self.messages else None
+                raise AssertionError(
+                    f"{what}: not received within {timeout} s ({dict(kinds)}, statuses {codes}, last {last})"
+                )
             self._new.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)
@@ -143,6 +149,24 @@ async def feed(url: str, **kwargs: Any) -> AsyncIterator[Feed]:
         yield f
     finally:
         await f.close()
+
+
+async def drained(f: Feed, root: Path, timeout: float = 10.0) -> None:
+    """Wait until a client has every row of a stopped recorder: its ``run_stop`` event and its
+    last live trade."""
+    await f.wait_for(
+        lambda m: m["type"] == "event" and m["data"].get("event") == "run_stop", timeout, "run_stop"
+    )
+    trades = live_raw(root, "live_trades")
+    if not trades:
+        return
+    last = orjson.loads(trades[-1])["recv_seq"]
+    try:
+        await f.wait_for(lambda m: m["type"] == "trade" and m["data"]["recv_seq"] == last, timeout)
+    except AssertionError:
+        got = [m["data"]["recv_seq"] for m in f.messages if m["type"] == "trade"]
+        want = [orjson.loads(t)["recv_seq"] for t in trades]
+        raise AssertionError(f"last live trade {last} never came: got {got}, recorded {want}") from None
 
 
 def statuses(messages: list[dict[str, Any]]) -> list[str]:
@@ -189,7 +213,7 @@ async def http_get(port: int, target: str) -> HttpAnswer:
     return await asyncio.wait_for(asyncio.to_thread(_http_get, port, target), 15)
 
 
-# -- the recorder on the simulator, in the test's event loop --------------------------------------------
+# -- the recorder on the simulator, in the test's event loop ---------------------------------------
 @dataclass
 class Recording:
     """A recorder running as a task of the current loop (stopped by :meth:`finish`)."""
@@ -259,12 +283,12 @@ async def recording(
     """Run the real recorder on the simulator in this loop until :meth:`Recording.finish`."""
     config.setdefault("flush_interval_s", 0.2)
     config.setdefault("heartbeat_s", 0.5)
-    cfg = RecorderConfig(
-        exchange, (SYMBOL[exchange],), data_dir=data, log_dir=data.parent / "logs", **config
-    )
+    cfg = RecorderConfig(exchange, (SYMBOL[exchange],), data_dir=data, log_dir=data.parent / "logs", **config)
     stop = asyncio.Event()
     task = asyncio.create_task(
-        record_async(cfg, simulate=SimulateOptions(seed=seed, rate=rate), stop=stop, wall_ns=wall_ns, on_ready=on_ready)
+        record_async(
+            cfg, simulate=SimulateOptions(seed=seed, rate=rate), stop=stop, wall_ns=wall_ns, on_ready=on_ready
+        )
     )
     rec = Recording(cfg, task, stop)
     try:
@@ -275,11 +299,9 @@ async def recording(
             await asyncio.wait_for(task, 20)
 
 
-# -- reading what the recorder wrote ----------------------------------------------------------------
+# -- reading what the recorder wrote ---------------------------------------------------------------
 def gz_lines(path: Path) -> list[bytes]:
     """Complete lines of a member-wise gzip file (a member still being written is left out)."""
-    from mmdata.store.tail import GzipTail  # noqa: PLC0415 - the library's own member reader
-
     tail = GzipTail(path)
     out: list[bytes] = []
     while lines := tail.poll():
@@ -367,7 +389,7 @@ def only_day(root: Path) -> Path:
     return day
 
 
-# -- fixtures -------------------------------------------------------------------------------------------
+# -- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture
 def copy_stream(recorded_data: Path, tmp_path: Path) -> Callable[..., Path]:
     """``copy_stream(exchange, live=True)`` -> a private data root holding a copy of that
@@ -400,3 +422,22 @@ async def record_for(data: Path, exchange: str, seconds: float, **config: Any) -
         await rec.finish()
         return rec.root
 
+
+@pytest.fixture(scope="session")
+def no_diffs_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with a Binance stream recorded with STORE_DEPTH_DIFFS=false (read-only)."""
+    data = tmp_path_factory.mktemp("nodiffs") / "data"
+    run(record_for(data, "binance", 2.0, store_depth_diffs=False))
+    return data
+
+
+@pytest.fixture
+def no_diffs_copy(no_diffs_recording: Path, tmp_path: Path) -> Callable[..., Path]:
+    """``no_diffs_copy(live=True)`` -> a private copy of :func:`no_diffs_recording`."""
+
+    def make(*, live: bool = True) -> Path:
+        data = tmp_path / "nodiffs"
+        shutil.copytree(no_diffs_recording, data, ignore=None if live else shutil.ignore_patterns("live"))
+        return data
+
+    return make

@@ -36,7 +36,7 @@ from mmdata.serve.follow import (
     item_message,
     status_message,
 )
-from mmdata.serve.sources import LiveSource
+from mmdata.serve.sources import LiveSource, _bridge_start
 from mmdata.store.dayfolder import DayFolder, open_day_folder
 from mmdata.validate.steps import BookReplay
 from tests.recorded_days import VENUES, only_day
@@ -296,7 +296,10 @@ def test_the_rich_recording_has_what_it_is_for(rich_data: Path) -> None:
 
 
 def _last_snapshot(lines: list[bytes]) -> int:
-    return max((i for i, line in enumerate(lines) if b'"kind":"snapshot"' in line[:240]), default=0)
+    """Where LiveSource.start begins: the last snapshot, or for a Binance venue snapshot the
+    diffs the recorder's engine had buffered before it (sources._bridge_start)."""
+    at = max((i for i, line in enumerate(lines) if b'"kind":"snapshot"' in line[:240]), default=0)
+    return _bridge_start(lines, at) if at else 0
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

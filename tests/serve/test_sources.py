@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import tests.serve.test_follow as tf
 from mmdata.book.sync import SyncState
 from mmdata.serve.follow import BookFollower, Item, item_from_line
-from mmdata.serve.sources import DaySource, LiveSource, day_items, ledger_item, newest_day
+from mmdata.serve.sources import ROLLOVER_GRACE_S, DaySource, LiveSource, day_items, ledger_item, newest_day
 from mmdata.store.dayfolder import DayFolder, open_day_folder
 from mmdata.store.writers import csv_row
 from tests.recorded_days import only_day
@@ -725,10 +725,13 @@ def test_day_source_rolls_over_to_a_newer_day_without_repeating_rows(
     n_a = len(released)
     shutil.copytree(b, stream / b.name)
     clock.t = 6.5
+    released += source.poll()  # the new day is seen; the old one is read on for the grace period
+    assert source.tail_events() == [] and source.day_label == day.folder.label
+    clock.t = 6.5 + ROLLOVER_GRACE_S * 1.3
     released += source.poll()
     assert [e.kind for e in source.tail_events()] == ["day_rollover"]
     assert source.day_label == b.name
-    clock.t = 10.0
+    clock.t = 30.0
     released += source.poll()
     assert len(released) > n_a, "rows continue from the new day"
     assert [ident(it) for it in released] == book_rows(day.folder)
@@ -745,8 +748,10 @@ def test_day_source_rollover_with_rows_still_held(recorded_data: Path, tmp_path:
     shutil.copytree(b, stream / b.name)
     clock.t = 1.5
     released += source.poll()
+    clock.t = 1.5 + ROLLOVER_GRACE_S * 1.3
+    released += source.poll()
     assert [e.kind for e in source.tail_events()] == ["day_rollover"]
-    clock.t = 10.0
+    clock.t = 30.0
     released += source.poll()
     data_rows = [(it.kind, it.seq) for it in released if it.kind != "event"]
     assert len(data_rows) == len(set(data_rows)), "no diff released twice"

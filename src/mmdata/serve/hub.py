@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import struct
 import time
@@ -176,6 +177,10 @@ class Hub:
                     follower = self._follower_for(items)
                     await asyncio.to_thread(_apply_all, follower, items)
                     self.follower = follower
+                    # The rows read at the start are recent history too: a from=start client
+                    # needs those the day files do not hold yet.
+                    for item in items:
+                        self.ring.append((_key(item), item_message(item)))
                     self.ready.set()
                     return True
             self.ready.set()  # waiters see self.error; a later poll may still find data
@@ -254,8 +259,12 @@ class Hub:
             for item in items:
                 apply(item)
                 messages.append(item_message(item))
-                keys.append((item.seq, 1 if item.kind == "event" else 0, LANE[item.kind]))
-                if item.kind == "event" and item.rec.get("event") == "window_start":
+                keys.append(_key(item))
+                if (
+                    item.kind == "event"
+                    and item.rec.get("event") == "window_start"
+                    and isinstance(source, LiveSource)  # the day-file source says so itself
+                ):
                     messages.append(
                         status_message(
                             self.exchange,
@@ -325,10 +334,21 @@ class Hub:
 
     # -- clients ----------------------------------------------------------------------------
     def join(self, sub: Subscriber, *, with_ring: bool) -> None:
-        """Start queueing messages for a client (and the recent ones, for ``from=start``)."""
+        """Start queueing messages for a client: for ``from=start`` the recent ones too; for
+        ``from=tail`` the trades already sent that came after the book (trades come from
+        their own file, so the book's ``recv_seq`` can trail them)."""
         self.last_used = time.monotonic()
         if with_ring:
             sub.pending.extend(self.ring)
+        elif self.follower is not None:
+            after = self.follower.seq
+            # They were sent in the last polls: look back a bounded stretch, not the whole ring.
+            recent = [
+                e
+                for e in itertools.islice(reversed(self.ring), 2000)
+                if e[0][2] == LANE["trade"] and e[0][0] > after
+            ]
+            sub.pending.extend(reversed(recent))
         self.joining.add(sub)
 
     def go_live(self, sub: Subscriber) -> bool:
@@ -420,6 +440,10 @@ def _frame_view(line: bytes, levels: int, exchange: str, symbol: str) -> dict[st
         "bids": bids,
         "asks": asks,
     }
+
+
+def _key(item: Item) -> Key:
+    return (item.seq, 1 if item.kind == "event" else 0, LANE[item.kind])
 
 
 def _apply_all(follower: BookFollower, items: list[Item]) -> None:

@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from mmdata.errors import StoreError
 from mmdata.serve.follow import Item, item_message, status_message
 from mmdata.serve.hub import LANE, Hub, Hubs, Subscriber, frame
 from mmdata.serve.params import BadRequest, Stream, parse_int, parse_query, resolve_stream
@@ -296,7 +297,21 @@ class RelayServer:
         done: dict[int, tuple[int, int]] = {}
         if day is None:
             return done, 0
-        items = day_items(day)
+        try:
+            items = day_items(day)
+        except StoreError as exc:
+            # A day just opened: its ledger's first member is not flushed yet.
+            await _send(
+                ws,
+                status_message(
+                    hub.exchange,
+                    hub.symbol,
+                    time.time_ns() // 1_000_000,
+                    "replay_unavailable",
+                    f"the day cannot be read yet ({exc}); live from here",
+                ),
+            )
+            return done, 0
         rows = 0
         while True:
             chunk = await asyncio.to_thread(_take, items, _REPLAY_CHUNK)

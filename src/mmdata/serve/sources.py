@@ -44,6 +44,10 @@ __all__ = ["DaySource", "LiveSource", "day_items", "newest_day"]
 _DAY = re.compile(r"[0-9]{8}")
 _SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
 _LEDGER_COLUMNS = tuple(EVENTS_HEADER.split(","))
+_CLOSING = frozenset(("run_stop", "window_end"))
+#: After a newer day folder appears, keep reading the old one this long: both receive the same
+#: rows during the overlap, and the old one's last rows before it must be flushed first.
+ROLLOVER_GRACE_S = 5.0
 LIVE_DIFFS = "live_depth_diffs.ndjson"
 LIVE_TRADES = "live_trades.ndjson"
 
@@ -174,12 +178,14 @@ def _bridge_start(lines: list[bytes], at: int) -> int:
         if b'"kind":"diff"' not in head:
             continue
         try:
-            last_id = orjson.loads(lines[i]).get("last_id")
+            first_id = orjson.loads(lines[i]).get("first_id")
         except orjson.JSONDecodeError:
             continue
-        if type(last_id) is int and last_id <= uid:
-            break  # discarded by the engine when the snapshot came
         start = i
+        if type(first_id) is int and first_id <= uid:
+            # The recorder's engine held a diff from before the snapshot's id (else it would
+            # have refused the snapshot as too new): the buffer reached back to here at least.
+            break
     return start
 
 
@@ -295,7 +301,12 @@ class DaySource:
         self._diffs_mark = -1
         self._released: tuple[int, int, int] = (-1, -1, -1)
         self._pushed: tuple[int, int, int] = (-1, -1, -1)  # the largest key ever queued
-        self._floor: tuple[int, int, int] = (-1, -1, -1)  # after a rollover: already queued
+        # After a rollover the new day restates the overlap: skip what the old day gave, per
+        # file (diffs by recv_seq; ledger rows by content — their event_ids differ per day).
+        self._diff_floor = -1
+        self._ledger_seen: dict[tuple[Any, ...], None] = {}
+        self._rolled = False
+        self._newer_since: float | None = None
         self._trade_mark = -1
         self._statuses: list[TailEvent] = []
         self._last_check = 0.0
@@ -348,13 +359,33 @@ class DaySource:
         # Rows the other file has not caught up with yet wait in the heap like any new row.
         now = self.clock()
         out: list[Item] = []
+        # A day closed by run_stop / window_end whose files have not changed for hold_s is
+        # complete: nothing is still to come, so nothing waits (no book shown SYNCED for hold_s
+        # after the recorder stopped).
+        closed = (
+            bool(actions)
+            and actions[-1].kind == "event"
+            and actions[-1].rec["event"] in _CLOSING
+            and self._settled(self.tails.folder)
+        )
         for item in merged:
-            if self._releasable(item, now, now):
+            if closed or self._releasable(item, now, now):
                 out.append(item)
                 self._released = item.key
             else:
                 self._push(item, now)
         return out
+
+    def _settled(self, folder: DayFolder) -> bool:
+        """The day's ledger and diffs were last written more than ``hold_s`` ago."""
+        limit = time.time() - self.hold_s
+        for path in (folder.layout.events, folder.layout.diffs):
+            try:
+                if path.stat().st_mtime > limit:
+                    return False
+            except FileNotFoundError:
+                continue
+        return True
 
     def _open(self, day: Path, *, trades_at_end: bool) -> None:
         folder = open_day_folder(day)
@@ -371,11 +402,29 @@ class DaySource:
     def _push(self, item: Item, now: float) -> None:
         key = item.key
         self._pushed = max(self._pushed, key)
+        if item.kind in {"diff", "checksum"}:
+            self._diff_floor = max(self._diff_floor, item.seq)
+        else:
+            seen = self._ledger_seen
+            seen[_identity(item)] = None
+            if len(seen) > 20_000:  # the overlap is minutes of ledger rows: keep the newest
+                for k in list(seen)[:10_000]:
+                    del seen[k]
         heapq.heappush(self._heap, (key, next(self._count), now, item))
 
     def _new(self, item: Item) -> bool:
-        key = item.key
-        return key > self._released and key > self._floor
+        if not self._rolled:
+            return item.key > self._released
+        if item.kind in {"diff", "checksum"}:
+            return item.seq > self._diff_floor
+        if _identity(item) in self._ledger_seen:
+            return False
+        # Rows behind what was released are the new day's restated opening (window_start,
+        # instrument, a snapshot of a book already followed past): never sent out of order.
+        # The grace period let the old day's own copies of the overlap be read first.
+        if item.kind == "snapshot":
+            return item.seq > self._released[0]
+        return item.seq >= self._released[0]
 
     def _releasable(self, item: Item, now: float, arrived: float) -> bool:
         # A ledger row (and the snapshot it names) at r waits for the diffs up to r; a diff at
@@ -424,15 +473,20 @@ class DaySource:
         tails = self.tails
         if day is None or tails is None or day.name <= tails.folder.label:
             return []
+        now = self.clock()
+        if self._newer_since is None:
+            self._newer_since = now
+        if now - self._newer_since < ROLLOVER_GRACE_S:
+            return []  # the overlap: both days get the same rows; let the old one's settle
+        self._newer_since = None
         old = tails.folder.label
         try:
             self._open(day, trades_at_end=False)
         except StoreError:
             return []  # not readable yet (its ledger's first member not flushed): next check
         self._statuses.append(TailEvent("day_rollover", f"day {old} -> {day.name}: following the new day"))
-        # Rows of the old day still in the heap stand; the new day's files restate the overlap,
-        # so its rows up to the largest key already queued are skipped.
-        self._floor = self._pushed
+        # Rows of the old day still in the heap stand; the new day's restated rows are skipped.
+        self._rolled = True
         self._diffs_mark = self._ledger_mark = -1
         return []
 
@@ -448,6 +502,21 @@ class DaySource:
         """Nothing stays open between polls."""
 
 
+def _identity(item: Item) -> tuple[Any, ...]:
+    """A ledger row (or its snapshot) without its day-specific ``event_id``."""
+    rec = item.rec
+    details = orjson.dumps(rec.get("details"), option=orjson.OPT_SORT_KEYS)
+    return (
+        item.kind,
+        item.seq,
+        rec.get("event"),
+        rec.get("tag"),
+        rec.get("state"),
+        rec.get("reason"),
+        details,
+    )
+
+
 def _quick_seq(line: bytes) -> int:
     if line.startswith(b'{"recv_seq":'):
         end = line.find(b",", 12)
@@ -461,8 +530,14 @@ def _quick_seq(line: bytes) -> int:
 
 def day_items(day: Path) -> Iterator[Item]:
     """Every row of a day folder from its beginning to the files' current end, in merge order
-    (``from=start``). The ledger is read first, so every action is known before the diffs."""
-    folder = open_day_folder(day)
+    (``from=start``). The ledger is read first, so every action is known before the diffs.
+
+    Raises :class:`~mmdata.errors.StoreError` at once (not at the first row) when ``day`` is
+    not a readable day folder."""
+    return _day_items(open_day_folder(day))
+
+
+def _day_items(folder: DayFolder) -> Iterator[Item]:
     tails = _DayTails(folder, trades_at_end=False)
     ledger = [it for line in DaySource._drain(tails.ledger) for it in ledger_item(folder, line)]
     ledger.sort(key=lambda it: it.key)
