@@ -584,22 +584,41 @@ def _emit(obj: dict[str, Any]) -> None:
 # ======================================================================================
 
 
+def _with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes (``serve relay --workers N`` runs N children)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(x) for x in f.read().split())]
+    except OSError:
+        return [pid]
+
+
 def _proc_cpu(pid: int) -> float:
-    """CPU seconds (utime + stime) of a live process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (utime + stime) of a live process and its children."""
+    total = 0.0
+    for p in _with_children(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _proc_mem(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MB."""
+    """(VmRSS, VmHWM) in MB, summed over the process and its children."""
     rss = hwm = 0.0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) / 1024
+    for p in _with_children(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) / 1024
+                    elif line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1]) / 1024
+        except OSError:
+            continue
     return rss, hwm
 
 
@@ -718,6 +737,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 2. the relay ----------------------------------------------------------------------
         cmd = [sys.executable, "-m", "mmdata", "serve", "relay", "--data-dir", str(data), "--port", "0"]
         cmd += ["--poll-ms", str(args.poll_ms), "--max-connections", str(max(2000, args.clients + 100))]
+        cmd += ["--workers", str(args.relay_workers)]
         srv_log_path = tmp / "relay.log"
         srv_log = open(srv_log_path, "wb")  # noqa: SIM115
         env = dict(os.environ)
@@ -1073,6 +1093,9 @@ def main() -> None:
         "--rate", type=float, default=5.0, help="simulator rate (Kraken: ~20 book updates/s per unit)"
     )
     parser.add_argument("--poll-ms", type=float, default=10.0, help="the relay's --poll-ms")
+    parser.add_argument(
+        "--relay-workers", type=int, default=1, help="the relay's --workers (processes on one port)"
+    )
     parser.add_argument("--target-p99-ms", type=float, default=50.0)
     parser.add_argument("--grace", type=float, default=1.0, help="clients keep reading after the window, s")
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -76,3 +77,60 @@ def test_serve_refuses_bad_options(tmp_path: Path) -> None:
     helptext = runner.invoke(app, ["serve", "relay", "--help"])
     assert helptext.exit_code == 0
     assert "from=tail|start" in helptext.output and "--max-connections" in helptext.output
+
+
+def test_relay_workers_share_one_port(recorded_data: Path) -> None:
+    """`serve relay --workers 2`: one port, every client served (from=start replays the day)."""
+    import asyncio
+
+    import orjson
+    from websockets.asyncio.client import connect
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmdata",
+            "serve",
+            "relay",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--data-dir",
+            str(recorded_data),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        port = None
+        for _ in range(80):
+            line = proc.stderr.readline()
+            m = re.search(r"^relay listening on ws://127\.0\.0\.1:(\d+)/ws \(2 worker processes\)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "the parent did not say where the workers listen"
+
+        async def client() -> list[str]:
+            url = f"ws://127.0.0.1:{port}/ws?exchange=bitfinex&symbol=tBTCUSD&from=start"
+            async with connect(url, max_size=None, open_timeout=10) as ws:
+                kinds = []
+                while len(kinds) < 5:
+                    kinds.append(orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
+                return kinds
+
+        async def many() -> list[list[str]]:
+            return await asyncio.gather(*(client() for _ in range(8)))
+
+        for kinds in asyncio.run(many()):
+            assert kinds[0] == "status" and "event" in kinds
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == 0

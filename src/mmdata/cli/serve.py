@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -128,6 +134,20 @@ def serve_relay(
     live_only: LiveOnly = False,
     poll_ms: PollMs = 10.0,
     drop_bytes: SlowBytes = 8 << 20,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            envvar="WS_RELAY_WORKERS",
+            min=1,
+            max=64,
+            help=(
+                "Relay processes sharing the port (SO_REUSEPORT, Linux): the kernel spreads clients "
+                "over them, each fans out to its share on its own core. --max-connections is split."
+            ),
+        ),
+    ] = 1,
+    reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True)] = False,
 ) -> None:
     """WebSocket relay: ws://HOST:8765/ws?exchange=binance&symbol=BTCUSDT&from=tail|start.
 
@@ -137,6 +157,28 @@ def serve_relay(
     member. Protocol: docs/serving.md.
     """
     _check_data_dir(data_dir)
+    if workers > 1:
+        _run_workers(
+            workers,
+            port,
+            host,
+            [
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                host,
+                "--max-connections",
+                str(-(-max_connections // workers)),
+                "--max-message-bytes",
+                str(max_message_bytes),
+                "--live-only" if live_only else "--day-files",
+                "--poll-ms",
+                str(poll_ms),
+                "--drop-after-bytes",
+                str(drop_bytes),
+            ],
+        )
+        return
     _run(
         ServeOptions(
             data_dir,
@@ -145,10 +187,66 @@ def serve_relay(
             rest_port=None,
             max_connections=max_connections,
             max_message_bytes=max_message_bytes,
+            reuse_port=reuse_port,
             hub=_hub_config(live_only, poll_ms, drop_bytes),
         ),
         "relay",
     )
+
+
+def _run_workers(workers: int, port: int, host: str, args: list[str]) -> None:
+    """Start ``workers`` relay processes on one port (SO_REUSEPORT) and wait for them."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise fail("--workers needs SO_REUSEPORT (Linux, BSD, macOS)")
+    holder = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((host, port))  # port 0: pick one free port for every worker
+    except OSError as exc:
+        holder.close()
+        raise fail(f"cannot listen on {host}:{port}: {exc}") from None
+    port = holder.getsockname()[1]
+    console = Console(stderr=True, highlight=False)
+    cmd = [sys.executable, "-m", "mmdata", "serve", "relay", "--port", str(port), "--reuse-port", *args]
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    ready = [threading.Event() for _ in procs]
+
+    def forward(proc: subprocess.Popen[str], done: threading.Event) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the workers' log, prefixed; "listening" marks one ready
+            if "listening on" in line:
+                done.set()
+            sys.stderr.write(f"[worker {proc.pid}] {line}")
+        done.set()
+
+    for proc, done in zip(procs, ready, strict=True):
+        threading.Thread(target=forward, args=(proc, done), daemon=True).start()
+    for done in ready:
+        done.wait(timeout=60)
+    holder.close()  # never listened: the kernel only hands connections to the workers' sockets
+    console.print(
+        f"[bold green]relay[/] listening on ws://{escape(host)}:{port}/ws ({workers} worker processes)"
+    )
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    for p in procs:
+        if p.stderr is not None:
+            p.stderr.close()
+    failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGINT)]
+    if failed:
+        raise fail(f"a relay worker exited with status {failed[0]}")
 
 
 @serve_app.command("rest")

@@ -25,6 +25,7 @@ class ServeOptions:
     rest_port: int | None = 8080
     max_connections: int = 2000
     max_message_bytes: int = 4096
+    reuse_port: bool = False
     hub: HubConfig = field(default_factory=HubConfig)
 
 
@@ -68,6 +69,7 @@ async def start_servers(options: ServeOptions) -> Servers:
                     port=options.relay_port,
                     max_connections=options.max_connections,
                     max_message_bytes=options.max_message_bytes,
+                    reuse_port=options.reuse_port,
                 ),
                 hubs,
             )

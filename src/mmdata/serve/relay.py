@@ -83,6 +83,7 @@ class RelayOptions:
     max_connections: int = 2000
     max_message_bytes: int = 4096  # client frames: a relay client only sends small control frames
     ready_timeout_s: float = 30.0
+    reuse_port: bool = False  # several relay processes on one port (``--workers``)
 
 
 class RelayServer:
@@ -107,6 +108,7 @@ class RelayServer:
             max_size=opts.max_message_bytes,
             compression=None,  # one encoding for every client: the fan-out writes shared bytes
             server_header="mmdata-relay",
+            reuse_port=opts.reuse_port or None,
         )
         return self.server
 
