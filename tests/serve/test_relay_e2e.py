@@ -136,6 +136,13 @@ def test_cli_serve_and_watch(recorded_data: Path, tmp_path: Path) -> None:
         assert events[0] == "run_start"
         assert any(m["type"] == "snapshot" and m["data"]["tag"] == "initial" for m in messages)
         assert {m["symbol"] for m in messages} == {"BTC/USD"}
+        # The rich view of a finished recording: subscribed, then no book because it stopped.
+        view = CliRunner().invoke(
+            app, ["watch", "relay", url.replace("from=start", "from=tail"), "-n", "2", "--duration", "20"]
+        )
+        assert view.exit_code == 0, view.output
+        assert "status no_book: the recorder stopped" in " ".join(view.output.split())
+        assert "2 messages" in view.output
         bad = CliRunner().invoke(
             app, ["watch", "relay", f"ws://127.0.0.1:{port}/ws?exchange=nope&symbol=X", "-n", "1"]
         )

@@ -244,14 +244,12 @@ class RelayServer:
                 elif with_snapshot:
                     follower = hub.follower
                     state = follower.state.name if follower is not None else "UNKNOWN"
-                    await _send(
-                        ws,
-                        status(
-                            "no_book",
-                            f"no proven book yet (state {state}); the next snapshot message brings one",
-                            state=state,
-                        ),
-                    )
+                    if follower is not None and follower.stopped:
+                        state = "STOPPED"
+                        why = "the recorder stopped (from=start replays the day); a new run brings a book"
+                    else:
+                        why = f"no proven book yet (state {state}); the next snapshot message brings one"
+                    await _send(ws, status("no_book", why, state=state))
             # Drain what queued meanwhile, then join the fan-out in the same step.
             while True:
                 while sub.pending and not sub.dropped:
