@@ -22,7 +22,7 @@ it sends one, is ``data.event_time_ms``). No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,6 @@ __all__ = [
     "encode_message",
     "item_from_line",
     "item_message",
-    "sort_items",
     "status_message",
 ]
 
@@ -283,8 +282,3 @@ class BookFollower:
         return encode_message(
             "snapshot", self.exchange, self.symbol, self.time_ns // 1_000_000 or None, orjson.dumps(data)
         )
-
-
-def sort_items(items: Sequence[Item]) -> list[Item]:
-    """Items in merge order (stable for equal keys)."""
-    return sorted(items, key=lambda it: it.key)

@@ -38,7 +38,7 @@ from mmdata.errors import StoreError
 from mmdata.serve.follow import BookFollower, Item, item_message, status_message
 from mmdata.serve.params import Stream
 from mmdata.serve.sources import DaySource, LiveSource, newest_day
-from mmdata.store.dayfolder import open_day_folder
+from mmdata.store.dayfolder import DayFolder, open_day_folder
 from mmdata.store.tail import GzipTail
 
 __all__ = ["LANE", "Hub", "HubConfig", "Hubs", "Key", "Subscriber", "frame"]
@@ -87,7 +87,6 @@ class Subscriber:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     warned: bool = False
     dropped: str = ""
-    received: int = 0
 
 
 class Hub:
@@ -111,7 +110,7 @@ class Hub:
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._frames: GzipTail | None = None
-        self._frames_day = ""
+        self._frames_folder: DayFolder | None = None
         self._last_frame: bytes | None = None
         self._on_stop: Callable[[Hub], None] | None = None
 
@@ -294,12 +293,10 @@ class Hub:
         if not self.live:
             return
         blob = b"".join(frame(m) for m in messages)
-        n = len(messages)
         for sub in self.live:
             send = sub.send_raw
             if send is not None:
                 send(blob)
-                sub.received += n
 
     def _check_slow(self) -> None:
         """Warn clients whose buffers grow; drop the ones far behind (never wait for them)."""
@@ -399,14 +396,14 @@ class Hub:
         day = newest_day(self.stream.root)
         if day is None:
             return None
-        try:
-            folder = open_day_folder(day)
-        except StoreError:
-            return None
-        if self._frames is None or self._frames_day != folder.label:
-            self._frames = GzipTail(folder.layout.book_frames)
-            self._frames_day = folder.label
+        if self._frames is None or self._frames_folder is None or self._frames_folder.root != day:
+            try:  # reads the day's ledger: once per day, not per request
+                self._frames_folder = open_day_folder(day)
+            except StoreError:
+                return None
+            self._frames = GzipTail(self._frames_folder.layout.book_frames)
             self._last_frame = None
+        folder = self._frames_folder
         while lines := self._frames.poll():
             self._last_frame = lines[-1] if not lines[-1].startswith(b"recv_seq") else self._last_frame
         if self._last_frame is None:

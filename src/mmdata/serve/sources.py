@@ -36,13 +36,12 @@ import orjson
 from mmdata.errors import StoreError
 from mmdata.record.files import EVENTS_HEADER
 from mmdata.serve.follow import Item, item_from_line
-from mmdata.store.dayfolder import DayFolder, open_day_folder
+from mmdata.store.dayfolder import SNAPSHOT_FILE, DayFolder, open_day_folder, row_seq, snapshot_levels
 from mmdata.store.tail import GzipTail, LiveTail, TailEvent
 
 __all__ = ["DaySource", "LiveSource", "day_items", "newest_day"]
 
 _DAY = re.compile(r"[0-9]{8}")
-_SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
 _LEDGER_COLUMNS = tuple(EVENTS_HEADER.split(","))
 _CLOSING = frozenset(("run_stop", "window_end"))
 #: After a newer day folder appears, keep reading the old one this long: both receive the same
@@ -230,16 +229,15 @@ def ledger_item(folder: DayFolder, line: bytes) -> list[Item]:
 def _snapshot_item(folder: DayFolder, row: dict[str, str], event: dict[str, Any]) -> Item | None:
     """The snapshot a ledger row names, read from ``snapshots/`` (only a file of that form)."""
     rel = row["snapshot_file"]
-    if not _SNAPSHOT_FILE.fullmatch(rel):
+    if not SNAPSHOT_FILE.fullmatch(rel):
         return None
-    bids: list[list[str]] = []
-    asks: list[list[str]] = []
     try:
-        with open(folder.root / rel, encoding="utf-8", newline="") as f:
-            for rec in csv.DictReader(f):
-                (bids if rec["side"] == "bid" else asks).append([rec["price"], rec["qty"]])
+        bid_levels, ask_levels = snapshot_levels(folder.root / rel)
     except (OSError, KeyError, csv.Error):
         return None
+    # As the live snapshot rows hold them: JSON arrays.
+    bids = [list(lv) for lv in bid_levels]
+    asks = [list(lv) for lv in ask_levels]
     info = event["details"]
     snap = {
         "recv_seq": event["recv_seq"],
@@ -348,8 +346,12 @@ class DaySource:
         ]
         diffs: list[Item] = []
         for line in self._drain(self.tails.diffs):
-            if start_seq and _quick_seq(line) <= start_seq:
-                continue
+            if start_seq:
+                try:
+                    if row_seq(line) <= start_seq:
+                        continue
+                except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+                    continue  # not a diff row: item_from_line would reject it too
             item = item_from_line(line)
             if item is not None:
                 diffs.append(item)
@@ -515,17 +517,6 @@ def _identity(item: Item) -> tuple[Any, ...]:
         rec.get("reason"),
         details,
     )
-
-
-def _quick_seq(line: bytes) -> int:
-    if line.startswith(b'{"recv_seq":'):
-        end = line.find(b",", 12)
-        if end > 0:
-            try:
-                return int(line[12:end])
-            except ValueError:
-                return 0
-    return 0
 
 
 def day_items(day: Path) -> Iterator[Item]:

@@ -23,9 +23,41 @@ from mmdata.errors import StoreError
 from mmdata.store.capture import read_gzip
 from mmdata.store.layout import DayLayout
 
-__all__ = ["DayFolder", "find_day_folders", "is_day_folder", "open_day_folder", "read_csv_rows"]
+__all__ = [
+    "SNAPSHOT_FILE",
+    "DayFolder",
+    "find_day_folders",
+    "is_day_folder",
+    "open_day_folder",
+    "read_csv_rows",
+    "row_seq",
+    "snapshot_levels",
+]
 
 _LABEL = re.compile(r"^\d{8}$")
+#: The only snapshot files a ledger row may name (``snapshot_file``): never a path out of the day.
+SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
+
+
+def row_seq(line: bytes) -> int:
+    """``recv_seq`` of a diffs/trades NDJSON row, read without parsing the row when it starts
+    ``{"recv_seq":N,`` as the recorder writes it. Raises ValueError/KeyError/JSON errors on
+    a line that is no such row."""
+    if line.startswith(b'{"recv_seq":'):
+        end = line.find(b",", 12)
+        if end > 0:
+            return int(line[12:end])
+    return int(orjson.loads(line)["recv_seq"])
+
+
+def snapshot_levels(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Bid and ask levels (exact text) of a ``snapshots/snapshot_*.csv`` file."""
+    bids: list[tuple[str, str]] = []
+    asks: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for rec in csv.DictReader(f):
+            (bids if rec["side"] == "bid" else asks).append((rec["price"], rec["qty"]))
+    return bids, asks
 
 
 def is_day_folder(path: Path) -> bool:

@@ -23,12 +23,10 @@ starting at the last engine reset before a snapshot instead of the top of the da
 from __future__ import annotations
 
 import csv
-import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,7 +35,7 @@ from mmdata import exchanges
 from mmdata.book.sync import BookUpdated, ChecksumMismatch, GapDetected, SyncEngine, SyncOutput, SyncState
 from mmdata.errors import ConfigError, CorruptFile, StoreError
 from mmdata.store.capture import gzip_lines
-from mmdata.store.dayfolder import DayFolder, details
+from mmdata.store.dayfolder import SNAPSHOT_FILE, DayFolder, details, row_seq, snapshot_levels
 from mmdata.types import (
     BookSnapshot,
     Instrument,
@@ -49,7 +47,6 @@ from mmdata.types import (
 __all__ = ["Action", "BookReplay", "DayProblem"]
 
 _MAX_PROBLEMS = 1000
-_SNAPSHOT_FILE = re.compile(r"snapshots/snapshot_[0-9]+_[a-z_]+\.csv")
 _ACTIONS = frozenset(
     (
         "snapshot",
@@ -111,15 +108,6 @@ class Action:
         """The recorder stopped following the book here (shutdown, end of the day's window)."""
         event = self.row["event"]
         return event in _STOPS or (event == "state_change" and self.row["state"] == "STOPPED")
-
-
-def _seq_of(line: bytes) -> int:
-    """``recv_seq`` of a diff row without parsing it (rows start ``{"recv_seq":N,``)."""
-    if line.startswith(b'{"recv_seq":'):
-        end = line.find(b",", 12)
-        if end > 0:
-            return int(line[12:end])
-    return int(orjson.loads(line)["recv_seq"])
 
 
 class BookReplay:
@@ -256,7 +244,7 @@ class BookReplay:
     def _parse(self, line: bytes) -> tuple[int, int, dict[str, Any]] | None:
         if self._skip_seq:
             try:
-                if _seq_of(line) <= self._skip_seq:
+                if row_seq(line) <= self._skip_seq:
                     return None
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 return None
@@ -430,7 +418,7 @@ class BookReplay:
         if event == "snapshot":
             info = details(row)
             rel = row["snapshot_file"]
-            if not _SNAPSHOT_FILE.fullmatch(rel):
+            if not SNAPSHOT_FILE.fullmatch(rel):
                 # Only a file the recorder names (never a path out of the day folder).
                 self.problem(DayProblem("unreadable_row", f"snapshot file {rel!r:.80}", action.seq, "events"))
                 return
@@ -479,13 +467,3 @@ class BookReplay:
                 )
                 return
             engine.receive(inst)
-
-
-def snapshot_levels(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Bid and ask levels (exact text) of a ``snapshots/snapshot_*.csv`` file."""
-    bids: list[tuple[str, str]] = []
-    asks: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for rec in csv.DictReader(f):
-            (bids if rec["side"] == "bid" else asks).append((rec["price"], rec["qty"]))
-    return bids, asks
