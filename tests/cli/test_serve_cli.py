@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from mmdata.cli import app
+from tests.serve_process import mmdata_process
 
 
 def test_serve_all_runs_relay_and_rest(recorded_data: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mmdata",
-            "serve",
-            "all",
-            "--relay-port",
-            "0",
-            "--rest-port",
-            "0",
-            "--data-dir",
-            str(recorded_data),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        urls: dict[str, str] = {}
-        for _ in range(50):
-            m = re.search(r"(relay|rest) listening on (\S+)", proc.stderr.readline())
-            if m:
-                urls[m.group(1)] = m.group(2)
-            if len(urls) == 2:
-                break
+    args = ["serve", "all", "--relay-port", "0", "--rest-port", "0", "--data-dir", str(recorded_data)]
+    with mmdata_process(args, r"(relay|rest) listening on (\S+)", count=2) as (proc, found):
+        urls = {m.group(1): m.group(2) for m in found}
         assert set(urls) == {"relay", "rest"}
         rest = urls["rest"]
         relay_http = urls["relay"].replace("ws://", "http://").removesuffix("/ws")
@@ -58,12 +31,7 @@ def test_serve_all_runs_relay_and_rest(recorded_data: Path) -> None:
         assert book["state"] == "STOPPED" and book["symbol"] == "BTC/USD"
         assert len(book["bids"]) == 2 and len(book["asks"]) == 2
         assert all(isinstance(x, str) for lv in book["bids"] + book["asks"] for x in lv)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    assert proc.returncode in (0, -15)
+    assert proc.returncode == 0
 
 
 def test_serve_refuses_bad_options(tmp_path: Path) -> None:
@@ -86,34 +54,10 @@ def test_relay_workers_share_one_port(recorded_data: Path) -> None:
     import orjson
     from websockets.asyncio.client import connect
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mmdata",
-            "serve",
-            "relay",
-            "--workers",
-            "2",
-            "--port",
-            "0",
-            "--data-dir",
-            str(recorded_data),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        port = None
-        for _ in range(80):
-            line = proc.stderr.readline()
-            m = re.search(r"^relay listening on ws://127\.0\.0\.1:(\d+)/ws \(2 worker processes\)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "the parent did not say where the workers listen"
+    args = ["serve", "relay", "--workers", "2", "--port", "0", "--data-dir", str(recorded_data)]
+    pattern = r"^relay listening on ws://127\.0\.0\.1:(\d+)/ws \(2 worker processes\)"
+    with mmdata_process(args, pattern) as (proc, found):
+        port = int(found[0].group(1))
 
         async def client() -> list[str]:
             url = f"ws://127.0.0.1:{port}/ws?exchange=bitfinex&symbol=tBTCUSD&from=start"
@@ -128,9 +72,4 @@ def test_relay_workers_share_one_port(recorded_data: Path) -> None:
 
         for kinds in asyncio.run(many()):
             assert kinds[0] == "status" and "event" in kinds
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
     assert proc.returncode == 0

@@ -8,11 +8,8 @@ import asyncio
 import csv
 import gzip
 import io
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -27,6 +24,7 @@ from mmdata.serve.app import ServeOptions, start_servers
 from mmdata.serve.client import RelayBook
 from mmdata.serve.hub import HubConfig
 from tests.recorded_days import VENUES, only_day
+from tests.serve_process import mmdata_process
 
 
 def _frames(day: Path) -> tuple[int, dict[int, list[str]]]:
@@ -108,24 +106,9 @@ def test_cli_serve_and_watch(recorded_data: Path, tmp_path: Path) -> None:
     """`mmdata serve relay` in a subprocess, `mmdata watch relay --json` reads the day from its start."""
     data = tmp_path / "data"
     shutil.copytree(recorded_data, data)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmdata", "serve", "relay", "--port", "0", "--data-dir", str(data)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        port = None
-        for _ in range(50):
-            line = proc.stderr.readline()
-            m = re.search(r"relay listening on ws://127\.0\.0\.1:(\d+)/ws", line)
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "the relay did not say where it listens"
+    args = ["serve", "relay", "--port", "0", "--data-dir", str(data)]
+    with mmdata_process(args, r"relay listening on ws://127\.0\.0\.1:(\d+)/ws") as (proc, found):
+        port = int(found[0].group(1))
         url = f"ws://127.0.0.1:{port}/ws?exchange=kraken&symbol=BTC/USD&from=start"
         result = CliRunner().invoke(app, ["watch", "relay", url, "--json", "-n", "40", "--duration", "20"])
         assert result.exit_code == 0, result.output
@@ -148,8 +131,4 @@ def test_cli_serve_and_watch(recorded_data: Path, tmp_path: Path) -> None:
         )
         assert bad.exit_code == 2
         assert "HTTP 400" in bad.output and "unknown exchange" in bad.output
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    assert proc.returncode == 0
