@@ -50,6 +50,12 @@ PUBLIC_MODULES = [
     "mmdata.serve.relay",
     "mmdata.serve.app",
     "mmdata.serve.client",
+    "mmdata.serve.market",
+    "mmdata.serve.candles",
+    "mmdata.candles",
+    "mmdata.candles.intervals",
+    "mmdata.candles.aggregate",
+    "mmdata.candles.metrics",
 ]
 
 

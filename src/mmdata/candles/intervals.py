@@ -38,7 +38,7 @@ class Interval:
         """Open time of the interval holding ``ts_ms``."""
         return ts_ms - (ts_ms - self.offset_ms) % self.ms
 
-    def next_open(self, ts_ms: int) -> int:
+    def next_open_ms(self, ts_ms: int) -> int:
         """Open time of the interval after the one holding ``ts_ms``."""
         return self.floor(ts_ms) + self.ms
 

@@ -18,7 +18,9 @@ from rich.markup import escape
 
 from mmdata.cli import app, fail
 from mmdata.serve.app import ServeOptions, Servers, run_servers
+from mmdata.serve.candles import CandleOptions
 from mmdata.serve.hub import HubConfig
+from mmdata.serve.market import MarketConfig
 
 serve_app = typer.Typer(
     help=(
@@ -82,6 +84,38 @@ SlowBytes = Annotated[
 ]
 
 
+Exchange = Annotated[
+    str | None,
+    typer.Option(
+        "--exchange",
+        "-e",
+        envvar="MMDATA_EXCHANGE",
+        help="Exchange of a symbol a client names without one (default: the one recorded, or binance).",
+        show_default=False,
+    ),
+]
+HistoryDays = Annotated[
+    int,
+    typer.Option(
+        "--history-days",
+        envvar="MMDATA_HISTORY_DAYS",
+        min=1,
+        max=3650,
+        help="Recorded days of trades read into memory per symbol (candles, metrics, 24 h stats).",
+    ),
+]
+TradePollMs = Annotated[
+    float,
+    typer.Option(
+        "--trade-poll-ms", envvar="MMDATA_TRADE_POLL_MS", min=1, help="How often trade files are checked, ms."
+    ),
+]
+
+
+def _market_config(history_days: int, poll_ms: float) -> MarketConfig:
+    return MarketConfig(poll_s=poll_ms / 1000, history_days=history_days)
+
+
 def _check_data_dir(data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise fail(f"data folder {data_dir} does not exist (record first, or pass --data-dir)")
@@ -108,6 +142,12 @@ def _run(options: ServeOptions, title: str) -> None:
             ex, sym = streams[0].split("/", 1)
             port = servers.relay.port
             console.print(f"try: mmdata watch relay --port {port} --exchange {ex} --symbol {sym}")
+        if servers.candles is not None and streams:
+            ex, sym = streams[0].split("/", 1)
+            port = servers.candles.port
+            console.print(
+                f"try: mmdata watch candles --port {port} --exchange {ex} --symbol {sym} --interval 1m"
+            )
         console.print(f"{title}: Ctrl-C stops")
 
     try:
@@ -271,6 +311,44 @@ def serve_rest(
     )
 
 
+@serve_app.command("candles")
+def serve_candles(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="CANDLES_PORT", min=0, max=65535)] = 7000,
+    exchange: Exchange = None,
+    history_days: HistoryDays = 30,
+    max_connections: MaxConn = 2000,
+    max_message_bytes: MaxMsg = 4096,
+    poll_ms: TradePollMs = 20.0,
+) -> None:
+    """Candle WebSocket: ws://HOST:7000 — OHLCV in 1m 5m 15m 1h 4h 1D 1W from recorded and live trades.
+
+    Send [cyan]{"type":"subscribe","symbol":"BTC/USDT","interval":"5m","initialBars":100}[/]
+    (optional [cyan]"exchange"[/]); get [bold]initial[/] bars, then at most one [bold]update[/] per
+    second per (symbol, interval) while the candle changes. [cyan]ping[/] → [bold]pong[/].
+    GET /health and /health/ws-stats. Protocol: docs/candles.md.
+    """
+    _check_data_dir(data_dir)
+    _run(
+        ServeOptions(
+            data_dir,
+            host=host,
+            relay_port=None,
+            rest_port=None,
+            market=_market_config(history_days, poll_ms),
+            candles=CandleOptions(
+                host=host,
+                port=port,
+                default_exchange=exchange,
+                max_connections=max_connections,
+                max_message_bytes=max_message_bytes,
+            ),
+        ),
+        "candles",
+    )
+
+
 @serve_app.command("all")
 def serve_all(
     data_dir: DataDir = Path("data"),
@@ -279,6 +357,13 @@ def serve_all(
     relay_port: Annotated[int, typer.Option("--relay-port", envvar="WS_RELAY_PORT", min=0, max=65535)] = 8765,
     rest: Annotated[bool, typer.Option("--rest/--no-rest", help="Run the REST server.")] = True,
     rest_port: Annotated[int, typer.Option("--rest-port", envvar="REST_PORT", min=0, max=65535)] = 8080,
+    candles: Annotated[bool, typer.Option("--candles/--no-candles", help="Run the candle server.")] = True,
+    candles_port: Annotated[
+        int, typer.Option("--candles-port", envvar="CANDLES_PORT", min=0, max=65535)
+    ] = 7000,
+    exchange: Exchange = None,
+    history_days: HistoryDays = 30,
+    trade_poll_ms: TradePollMs = 20.0,
     max_connections: MaxConn = 2000,
     max_message_bytes: MaxMsg = 4096,
     live_only: LiveOnly = False,
@@ -287,11 +372,11 @@ def serve_all(
 ) -> None:
     """Every server in one process on its default port, sharing one reader per stream.
 
-    Disable any with --no-relay / --no-rest. For several processes (recorders + servers) see
+    Disable any with --no-relay / --no-rest / --no-candles. For several processes (recorders + servers) see
     compose.yaml and docs/deploy.md.
     """
     _check_data_dir(data_dir)
-    if not (relay or rest):
+    if not (relay or rest or candles):
         raise fail("every server is disabled: nothing to run")
     _run(
         ServeOptions(
@@ -302,6 +387,16 @@ def serve_all(
             max_connections=max_connections,
             max_message_bytes=max_message_bytes,
             hub=_hub_config(live_only, poll_ms, drop_bytes),
+            market=_market_config(history_days, trade_poll_ms),
+            candles=CandleOptions(
+                host=host,
+                port=candles_port,
+                default_exchange=exchange,
+                max_connections=max_connections,
+                max_message_bytes=max_message_bytes,
+            )
+            if candles
+            else None,
         ),
         "serve all",
     )

@@ -232,6 +232,15 @@ def watch_candles(
     url: Url = None,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Subscribe to this symbol.")] = None,
     interval: Annotated[str, typer.Option("--interval", help="1m 5m 15m 1h 4h 1D 1W.")] = "1m",
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange", "-e", help="Exchange of --symbol (default: the server's).", show_default=False
+        ),
+    ] = None,
+    initial_bars: Annotated[
+        int, typer.Option("--initial-bars", min=0, help="Bars in the initial answer.")
+    ] = 100,
     send: Send = None,
     host: Host = "127.0.0.1",
     port: Port = None,
@@ -242,7 +251,15 @@ def watch_candles(
     """Watch the candle server (ws://host:7000): subscribes to --symbol/--interval."""
     sends = list(send or [])
     if symbol:
-        sends.insert(0, orjson.dumps({"type": "subscribe", "symbol": symbol, "interval": interval}).decode())
+        sub: dict[str, object] = {
+            "type": "subscribe",
+            "symbol": symbol,
+            "interval": interval,
+            "initialBars": initial_bars,
+        }
+        if exchange:
+            sub["exchange"] = exchange
+        sends.insert(0, orjson.dumps(sub).decode())
     _generic("candles", url, host, port, "", sends, json_out, count, duration)
 
 

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmdata.serve.candles import CandleOptions, CandleServer
 from mmdata.serve.hub import HubConfig, Hubs
+from mmdata.serve.market import MarketConfig, Markets
 from mmdata.serve.relay import RelayOptions, RelayServer, RestServer
 
 __all__ = ["ServeOptions", "Servers", "run_servers"]
@@ -27,6 +29,8 @@ class ServeOptions:
     max_message_bytes: int = 4096
     reuse_port: bool = False
     hub: HubConfig = field(default_factory=HubConfig)
+    market: MarketConfig = field(default_factory=MarketConfig)
+    candles: CandleOptions | None = None
 
 
 @dataclass(slots=True)
@@ -34,8 +38,10 @@ class Servers:
     """The running servers (their bound ports, for tests that ask for port 0)."""
 
     hubs: Hubs
+    markets: Markets
     relay: RelayServer | None = None
     rest: RestServer | None = None
+    candles: CandleServer | None = None
 
     def urls(self) -> dict[str, str]:
         """Where each server listens."""
@@ -44,6 +50,8 @@ class Servers:
             out["relay"] = f"ws://{self.relay.options.host}:{self.relay.port}/ws"
         if self.rest is not None:
             out["rest"] = f"http://{self.rest.host}:{self.rest.port}"
+        if self.candles is not None:
+            out["candles"] = f"ws://{self.candles.options.host}:{self.candles.port}"
         return out
 
     async def close(self) -> None:
@@ -53,13 +61,17 @@ class Servers:
                 srv.server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(srv.server.wait_closed(), 5)
+        for other in (self.candles,):
+            if other is not None:
+                await other.close()
         await self.hubs.close()
+        await self.markets.close()
 
 
 async def start_servers(options: ServeOptions) -> Servers:
     """Start the enabled servers (OSError when a port is taken)."""
     hubs = Hubs(options.hub)
-    servers = Servers(hubs)
+    servers = Servers(hubs, Markets(options.data_dir, options.market))
     try:
         if options.relay_port is not None:
             relay = RelayServer(
@@ -79,6 +91,10 @@ async def start_servers(options: ServeOptions) -> Servers:
             rest = RestServer(options.data_dir, hubs, host=options.host, port=options.rest_port)
             await rest.start()
             servers.rest = rest
+        if options.candles is not None:
+            candles = CandleServer(options.candles, servers.markets)
+            await candles.start()
+            servers.candles = candles
     except BaseException:
         await servers.close()
         raise
