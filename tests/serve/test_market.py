@@ -68,6 +68,7 @@ def test_market_candles_equal_day_file_candles(recorded_data: Path) -> None:
     bars = market.candles.bars(INTERVALS["1m"], 10_000)
     assert sum(b.trades for b in bars) == market.candles.trades
     assert market.symbol == "BTCUSDT"
+    assert market.feed.bad_rows == 0  # the CSV header is not a bad row
 
 
 def test_catalog_and_resolve(recorded_data: Path) -> None:

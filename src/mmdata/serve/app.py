@@ -31,6 +31,8 @@ class ServeOptions:
     hub: HubConfig = field(default_factory=HubConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
     candles: CandleOptions | None = None
+    #: Start reading every recorded stream's trades at start (the candle/metrics/stream servers).
+    preload: bool = True
 
 
 @dataclass(slots=True)
@@ -95,6 +97,8 @@ async def start_servers(options: ServeOptions) -> Servers:
             candles = CandleServer(options.candles, servers.markets)
             await candles.start()
             servers.candles = candles
+        if servers.candles is not None and options.preload:
+            servers.markets.preload()  # history is read in threads while the servers answer
     except BaseException:
         await servers.close()
         raise

@@ -130,8 +130,8 @@ class TradeFeed:
         self._day_tail: GzipTail | None = None
 
     def _take(self, rows: list[TradeRow], line: bytes, parse: Callable[[bytes], TradeRow | None]) -> None:
-        if not line.strip():
-            return
+        if not line.strip() or line.startswith(b"recv_seq,"):
+            return  # blank, or the CSV header
         row = parse(line)
         if row is None:
             self.bad_rows += 1
@@ -386,6 +386,15 @@ class Markets:
             market = self.markets[key] = Market(stream, symbol, self.config)
             market.start()
         return market
+
+    def preload(self) -> int:
+        """Start reading every recorded stream now (a first client then finds it ready)."""
+        n = 0
+        for info in self.catalog():
+            with contextlib.suppress(BadRequest):
+                self.get(self.resolve(info.exchange, info.symbol_fs))
+                n += 1
+        return n
 
     async def close(self) -> None:
         """Stop every market."""
