@@ -25,28 +25,40 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterator
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Final
 
 from mmdata.candles.intervals import INTERVALS, Interval, iso_time
 
 __all__ = ["Bar", "CandleAggregator", "decimal_text", "parse_decimal"]
 
-#: Wide enough that every sum of recorded prices × quantities is exact.
-_CTX: Final = Context(prec=200)
+#: Significant digits accepted in a price or quantity.
+MAX_DIGITS: Final = 40
+#: Wide enough that every sum of accepted prices × quantities is exact; Inexact is trapped
+#: so that a rounding could never pass silently.
+_CTX: Final = Context(prec=200, traps=[Inexact, Overflow, InvalidOperation])
 _ZERO: Final = Decimal(0)
 _ONE_MINUTE: Final = INTERVALS["1m"]
 _JSON_NUMBER: Final = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_decimal(text: str) -> Decimal:
-    """A finite decimal from ``text`` (ValueError otherwise)."""
+    """A finite decimal from ``text`` within what markets quote (ValueError otherwise).
+
+    At most :data:`MAX_DIGITS` significant digits and a magnitude between 1e-30 and 1e30
+    (or zero): every sum and product of such numbers is exact in the 200-digit context, so
+    a volume is never rounded and a hostile ``1e-999999999`` cannot overflow it.
+    """
     try:
         value = Decimal(text)
-    except (InvalidOperation, TypeError):
+    except (InvalidOperation, TypeError, ValueError):
         raise ValueError(f"not a decimal number: {text!r}") from None
     if not value.is_finite():
         raise ValueError(f"not a finite number: {text!r}")
+    if value and not -30 <= value.adjusted() <= 30:
+        raise ValueError(f"number out of range (1e-30 .. 1e30): {text[:40]!r}")
+    if len(value.as_tuple().digits) > MAX_DIGITS:
+        raise ValueError(f"more than {MAX_DIGITS} significant digits: {text[:40]!r}")
     return value
 
 
@@ -210,9 +222,13 @@ class CandleAggregator:
         del self._keys[:n]
         first = self._keys[0] if self._keys else 0
         for name, closed in self._closed.items():
-            ms = INTERVALS[name].ms
-            for start in [k for k in closed if k + ms <= first]:
-                del closed[start]  # wholly before the kept minutes: nobody can ask for it again
+            # Any bar that held a dropped minute is recomputed from the kept ones when asked:
+            # a bar never depends on whether it was read before the trim.
+            for start in [k for k in closed if k < first]:
+                del closed[start]
+            prefix = self._prefix.get(name)
+            if prefix is not None and prefix[0] < first:
+                del self._prefix[name]
 
     # -- output -------------------------------------------------------------------------
     @property

@@ -109,10 +109,11 @@ def correlation(a: Floats, b: Floats) -> float | None:
     if x.size < 2:
         return None
     dx, dy = x - x.mean(), y - y.mean()
-    den = math.sqrt(float(np.dot(dx, dx)) * float(np.dot(dy, dy)))
+    # Plain sums, not np.dot: a threaded BLAS call stalls on a busy machine for nothing here.
+    den = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
     if den == 0.0:
         return None
-    return max(-1.0, min(1.0, float(np.dot(dx, dy)) / den))
+    return max(-1.0, min(1.0, float((dx * dy).sum()) / den))
 
 
 class CloseSeries:

@@ -269,6 +269,10 @@ def watch_metrics(
     exchange: Annotated[str, typer.Option("--exchange", "-e")] = "binance",
     symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated symbols.")] = "BTCUSDT,ETHUSDT",
     metric: Annotated[str, typer.Option("--metric", help="correlation or volatility.")] = "correlation",
+    interval: Annotated[
+        str, typer.Option("--interval", help="Candle interval: 1m 5m 15m 1h 4h 1D 1W.")
+    ] = "1m",
+    window: Annotated[str, typer.Option("--window", help="Window: 180d, 12h, 90m …")] = "180d",
     host: Host = "127.0.0.1",
     port: Port = None,
     json_out: Json = False,
@@ -277,7 +281,7 @@ def watch_metrics(
 ) -> None:
     """Watch the metrics server (ws://host:8766/metrics?...)."""
     path = "/metrics?" + urlencode(
-        {"exchange": exchange, "symbols": symbols, "interval": "1m", "metric": metric}
+        {"exchange": exchange, "symbols": symbols, "interval": interval, "window": window, "metric": metric}
     )
     _generic("metrics", url, host, port, path, [], json_out, count, duration)
 
