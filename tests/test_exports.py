@@ -52,6 +52,8 @@ PUBLIC_MODULES = [
     "mmdata.serve.client",
     "mmdata.serve.market",
     "mmdata.serve.candles",
+    "mmdata.serve.stream",
+    "mmdata.serve.metrics",
     "mmdata.candles",
     "mmdata.candles.intervals",
     "mmdata.candles.aggregate",

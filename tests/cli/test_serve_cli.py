@@ -1,4 +1,4 @@
-"""`mmdata serve all` as a process (both servers, /health on each) and the CLI's refusals."""
+"""`mmdata serve all` as a process (every server, /health on each) and the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -11,18 +11,29 @@ from typer.testing import CliRunner
 from mmdata.cli import app
 from tests.serve_process import mmdata_process
 
+_ALL_PORTS_0 = [f"--{name}-port" for name in ("relay", "rest", "candles", "metrics", "stream")]
 
-def test_serve_all_runs_relay_and_rest(recorded_data: Path) -> None:
-    args = ["serve", "all", "--relay-port", "0", "--rest-port", "0", "--data-dir", str(recorded_data)]
-    with mmdata_process(args, r"(relay|rest) listening on (\S+)", count=2) as (proc, found):
+
+def _http(url: str) -> str:
+    return url.replace("ws://", "http://").removesuffix("/ws").removesuffix("/metrics")
+
+
+def test_serve_all_runs_every_server(recorded_data: Path) -> None:
+    args = ["serve", "all", "--data-dir", str(recorded_data)]
+    for flag in _ALL_PORTS_0:
+        args += [flag, "0"]
+    pattern = r"(relay|rest|candles|metrics|stream) listening on (\S+)"
+    with mmdata_process(args, pattern, count=5) as (proc, found):
         urls = {m.group(1): m.group(2) for m in found}
-        assert set(urls) == {"relay", "rest"}
+        assert set(urls) == {"relay", "rest", "candles", "metrics", "stream"}
         rest = urls["rest"]
-        relay_http = urls["relay"].replace("ws://", "http://").removesuffix("/ws")
-        for base, name in ((rest, "rest"), (relay_http, "relay")):
-            with urllib.request.urlopen(f"{base}/health", timeout=10) as r:
+        for name in ("rest", "relay", "candles", "metrics"):
+            with urllib.request.urlopen(f"{_http(urls[name])}/health", timeout=10) as r:
                 assert r.headers["Content-Type"] == "application/json"
-                assert json.loads(r.read())["server"] == name
+                body = json.loads(r.read())
+                assert body.get("server", name) == name and body.get("ok", True)
+        with urllib.request.urlopen(f"{_http(urls['stream'])}/websocket/status", timeout=10) as r:
+            assert json.loads(r.read())["enabled"] is True
         with urllib.request.urlopen(
             f"{rest}/snapshot?exchange=kraken&symbol=BTC/USD&levels=2", timeout=20
         ) as r:
@@ -39,9 +50,23 @@ def test_serve_refuses_bad_options(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["serve", "relay", "--data-dir", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
-    none = runner.invoke(app, ["serve", "all", "--no-relay", "--no-rest", "--data-dir", str(tmp_path)])
+    off = ["--no-relay", "--no-rest", "--no-candles", "--no-metrics", "--no-stream"]
+    none = runner.invoke(app, ["serve", "all", *off, "--data-dir", str(tmp_path)])
     assert none.exit_code == 2
     assert "nothing to run" in none.output
+    # WEBSOCKET_ENABLED=false: serve stream refuses; serve all leaves the stream server out.
+    disabled = runner.invoke(
+        app, ["serve", "stream", "--data-dir", str(tmp_path)], env={"WEBSOCKET_ENABLED": "false"}
+    )
+    assert disabled.exit_code == 2
+    assert "WEBSOCKET_ENABLED" in disabled.output
+    only_stream = [*off[:-1], "--data-dir", str(tmp_path)]
+    skipped = runner.invoke(app, ["serve", "all", *only_stream], env={"WEBSOCKET_ENABLED": "false"})
+    assert skipped.exit_code == 2 and "nothing to run" in skipped.output
+    bad_env = runner.invoke(
+        app, ["serve", "stream", "--data-dir", str(tmp_path)], env={"WEBSOCKET_ENABLED": "maybe"}
+    )
+    assert bad_env.exit_code == 2
     helptext = runner.invoke(app, ["serve", "relay", "--help"])
     assert helptext.exit_code == 0
     assert "from=tail|start" in helptext.output and "--max-connections" in helptext.output

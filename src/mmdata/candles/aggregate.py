@@ -30,7 +30,7 @@ from typing import Final
 
 from mmdata.candles.intervals import INTERVALS, Interval, iso_time
 
-__all__ = ["Bar", "CandleAggregator", "decimal_text", "parse_decimal"]
+__all__ = ["Bar", "CandleAggregator", "decimal_text", "json_number", "parse_decimal"]
 
 #: Significant digits accepted in a price or quantity.
 MAX_DIGITS: Final = 40
@@ -67,7 +67,9 @@ def decimal_text(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _json_number(text: str) -> bytes:
+def json_number(text: str) -> bytes:
+    """``text`` as a JSON number literal with the same exact value (ValueError: not a number)."""
+    parse_decimal(text)
     raw = text.encode()
     if _JSON_NUMBER.fullmatch(raw):
         return raw
@@ -137,13 +139,13 @@ class Bar:
                 b'{"time":"',
                 iso_time(self.open_ms).encode(),
                 b'","open":',
-                _json_number(self.open),
+                json_number(self.open),
                 b',"high":',
-                _json_number(self.high),
+                json_number(self.high),
                 b',"low":',
-                _json_number(self.low),
+                json_number(self.low),
                 b',"close":',
-                _json_number(self.close),
+                json_number(self.close),
                 b',"volume":',
                 decimal_text(self.volume).encode(),
                 b',"quoteVolume":',

@@ -10,17 +10,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from mmdata.cli import app, fail
+from mmdata.errors import ConfigError
 from mmdata.serve.app import ServeOptions, Servers, run_servers
 from mmdata.serve.candles import CandleOptions
 from mmdata.serve.hub import HubConfig
 from mmdata.serve.market import MarketConfig
+from mmdata.serve.metrics import MetricsOptions
+from mmdata.serve.stream import StreamOptions
 
 serve_app = typer.Typer(
     help=(
@@ -142,6 +145,10 @@ def _run(options: ServeOptions, title: str) -> None:
             ex, sym = streams[0].split("/", 1)
             port = servers.relay.port
             console.print(f"try: mmdata watch relay --port {port} --exchange {ex} --symbol {sym}")
+        if servers.stream is not None and servers.stream.options.publish_token is None:
+            console.print(
+                "stream: publishing over the network is off (set --publish-token / MMDATA_PUBLISH_TOKEN)"
+            )
         if servers.candles is not None and streams:
             ex, sym = streams[0].split("/", 1)
             port = servers.candles.port
@@ -349,6 +356,158 @@ def serve_candles(
     )
 
 
+MetricsInterval = Annotated[
+    float,
+    typer.Option(
+        "--update-interval",
+        envvar="METRICS_POLL_INTERVAL_S",
+        min=0.05,
+        help="Seconds between metric messages (each includes the running 1m candle).",
+    ),
+]
+PriceInterval = Annotated[
+    float | None,
+    typer.Option(
+        "--price-update-interval",
+        envvar="WEBSOCKET_PRICE_UPDATE_INTERVAL",
+        min=0.05,
+        help="Seconds between price_update messages [default: 3].",
+        show_default=False,
+    ),
+]
+PortfolioInterval = Annotated[
+    float | None,
+    typer.Option(
+        "--portfolio-update-interval",
+        envvar="WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL",
+        min=0.05,
+        help="Seconds between re-sends of the latest published portfolio [default: 5].",
+        show_default=False,
+    ),
+]
+PingInterval = Annotated[
+    float | None,
+    typer.Option(
+        "--ping-interval",
+        envvar="WEBSOCKET_PING_INTERVAL",
+        min=0,
+        help="Seconds between keepalive pings (0: none) [default: 30].",
+        show_default=False,
+    ),
+]
+PublishToken = Annotated[
+    str | None,
+    typer.Option(
+        "--publish-token",
+        envvar="MMDATA_PUBLISH_TOKEN",
+        help="Token for ws://HOST:8000/publish (Authorization: Bearer …). Unset: network publishing is off.",
+        show_default=False,
+    ),
+]
+StreamMaxConn = Annotated[
+    int | None,
+    typer.Option(
+        "--stream-max-connections",
+        envvar="WEBSOCKET_MAX_CONNECTIONS",
+        min=1,
+        help="Stream clients at once [default: 1000].",
+        show_default=False,
+    ),
+]
+
+
+def _stream_options(host: str, port: int, exchange: str | None, **given: Any) -> StreamOptions:
+    try:
+        return StreamOptions.from_env(None, host=host, port=port, default_exchange=exchange, **given)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@serve_app.command("metrics")
+def serve_metrics(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="METRICS_PORT", min=0, max=65535)] = 8766,
+    exchange: Exchange = None,
+    history_days: HistoryDays = 180,
+    update_interval: MetricsInterval = 1.0,
+    max_connections: MaxConn = 2000,
+    poll_ms: TradePollMs = 20.0,
+) -> None:
+    """Metrics WebSocket: ws://HOST:8766/metrics?exchange=&symbols=A,B&interval=1m&window=180d&metric=….
+
+    [bold]correlation[/] (two symbols) or annualised [bold]volatility[/] (one) of log returns of candle
+    closes over the window, from recorded trades, re-sent every second with the running candle
+    of live trades. Definitions: docs/metrics.md.
+    """
+    _check_data_dir(data_dir)
+    _run(
+        ServeOptions(
+            data_dir,
+            host=host,
+            relay_port=None,
+            rest_port=None,
+            market=_market_config(history_days, poll_ms),
+            metrics=MetricsOptions(
+                host=host,
+                port=port,
+                default_exchange=exchange,
+                update_interval_s=update_interval,
+                max_connections=max_connections,
+            ),
+        ),
+        "metrics",
+    )
+
+
+@serve_app.command("stream")
+def serve_stream(
+    data_dir: DataDir = Path("data"),
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", envvar="WEBSOCKET_PORT", min=0, max=65535)] = 8000,
+    exchange: Exchange = None,
+    history_days: HistoryDays = 30,
+    price_update_interval: PriceInterval = None,
+    portfolio_update_interval: PortfolioInterval = None,
+    ping_interval: PingInterval = None,
+    max_connections: StreamMaxConn = None,
+    publish_token: PublishToken = None,
+    poll_ms: TradePollMs = 20.0,
+) -> None:
+    """Channel stream: ws://HOST:8000/ws?client_id=… — price_updates, trades and published channels.
+
+    Send [cyan]{"type":"subscribe","channel":"price_updates","symbols":["BTCUSDT"]}[/]; get
+    [bold]price_update[/] every WEBSOCKET_PRICE_UPDATE_INTERVAL seconds and every [bold]trade[/] as
+    recorded. signals / trade_executed / portfolio carry what is published (Python API
+    mmdata.serve.stream, or ws://HOST:8000/publish with --publish-token). GET /websocket/status.
+    Settings also from WEBSOCKET_ENABLED, WEBSOCKET_* env vars. Protocol: docs/stream.md.
+    """
+    _check_data_dir(data_dir)
+    options = _stream_options(
+        host,
+        port,
+        exchange,
+        price_update_interval_s=price_update_interval,
+        portfolio_update_interval_s=portfolio_update_interval,
+        ping_interval_s=ping_interval,
+        max_connections=max_connections,
+        publish_token=publish_token,
+    )
+    if not options.enabled:
+        raise fail("the stream server is disabled (WEBSOCKET_ENABLED=false)")
+    _run(
+        ServeOptions(
+            data_dir,
+            host=host,
+            relay_port=None,
+            rest_port=None,
+            market=_market_config(history_days, poll_ms),
+            stream=options,
+        ),
+        "stream",
+    )
+
+
 @serve_app.command("all")
 def serve_all(
     data_dir: DataDir = Path("data"),
@@ -361,6 +520,20 @@ def serve_all(
     candles_port: Annotated[
         int, typer.Option("--candles-port", envvar="CANDLES_PORT", min=0, max=65535)
     ] = 7000,
+    metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Run the metrics server.")] = True,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", envvar="METRICS_PORT", min=0, max=65535)
+    ] = 8766,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream/--no-stream", help="Run the channel stream server (WEBSOCKET_ENABLED=false: off)."
+        ),
+    ] = True,
+    stream_port: Annotated[
+        int, typer.Option("--stream-port", envvar="WEBSOCKET_PORT", min=0, max=65535)
+    ] = 8000,
+    publish_token: PublishToken = None,
     exchange: Exchange = None,
     history_days: HistoryDays = 30,
     trade_poll_ms: TradePollMs = 20.0,
@@ -372,11 +545,17 @@ def serve_all(
 ) -> None:
     """Every server in one process on its default port, sharing one reader per stream.
 
-    Disable any with --no-relay / --no-rest / --no-candles. For several processes (recorders + servers) see
+    Disable any with --no-relay / --no-rest / --no-candles / --no-metrics / --no-stream.
+    For several processes (recorders + servers) see
     compose.yaml and docs/deploy.md.
     """
     _check_data_dir(data_dir)
-    if not (relay or rest or candles):
+    stream_options = (
+        _stream_options(host, stream_port, exchange, publish_token=publish_token) if stream else None
+    )
+    if stream_options is not None and not stream_options.enabled:
+        stream_options = None  # WEBSOCKET_ENABLED=false
+    if not (relay or rest or candles or metrics or stream_options):
         raise fail("every server is disabled: nothing to run")
     _run(
         ServeOptions(
@@ -397,6 +576,16 @@ def serve_all(
             )
             if candles
             else None,
+            metrics=MetricsOptions(
+                host=host,
+                port=metrics_port,
+                default_exchange=exchange,
+                max_connections=max_connections,
+                max_message_bytes=max_message_bytes,
+            )
+            if metrics
+            else None,
+            stream=stream_options,
         ),
         "serve all",
     )

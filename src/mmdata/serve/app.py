@@ -12,7 +12,9 @@ from pathlib import Path
 from mmdata.serve.candles import CandleOptions, CandleServer
 from mmdata.serve.hub import HubConfig, Hubs
 from mmdata.serve.market import MarketConfig, Markets
+from mmdata.serve.metrics import MetricsOptions, MetricsServer
 from mmdata.serve.relay import RelayOptions, RelayServer, RestServer
+from mmdata.serve.stream import StreamOptions, StreamServer
 
 __all__ = ["ServeOptions", "Servers", "run_servers"]
 
@@ -31,6 +33,8 @@ class ServeOptions:
     hub: HubConfig = field(default_factory=HubConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
     candles: CandleOptions | None = None
+    metrics: MetricsOptions | None = None
+    stream: StreamOptions | None = None
     #: Start reading every recorded stream's trades at start (the candle/metrics/stream servers).
     preload: bool = True
 
@@ -44,6 +48,8 @@ class Servers:
     relay: RelayServer | None = None
     rest: RestServer | None = None
     candles: CandleServer | None = None
+    metrics: MetricsServer | None = None
+    stream: StreamServer | None = None
 
     def urls(self) -> dict[str, str]:
         """Where each server listens."""
@@ -54,6 +60,10 @@ class Servers:
             out["rest"] = f"http://{self.rest.host}:{self.rest.port}"
         if self.candles is not None:
             out["candles"] = f"ws://{self.candles.options.host}:{self.candles.port}"
+        if self.metrics is not None:
+            out["metrics"] = f"ws://{self.metrics.options.host}:{self.metrics.port}/metrics"
+        if self.stream is not None:
+            out["stream"] = f"ws://{self.stream.options.host}:{self.stream.port}/ws"
         return out
 
     async def close(self) -> None:
@@ -63,7 +73,7 @@ class Servers:
                 srv.server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(srv.server.wait_closed(), 5)
-        for other in (self.candles,):
+        for other in (self.candles, self.metrics, self.stream):
             if other is not None:
                 await other.close()
         await self.hubs.close()
@@ -97,7 +107,16 @@ async def start_servers(options: ServeOptions) -> Servers:
             candles = CandleServer(options.candles, servers.markets)
             await candles.start()
             servers.candles = candles
-        if servers.candles is not None and options.preload:
+        if options.metrics is not None:
+            metrics = MetricsServer(options.metrics, servers.markets)
+            await metrics.start()
+            servers.metrics = metrics
+        if options.stream is not None:
+            stream = StreamServer(options.stream, servers.markets)
+            await stream.start()
+            servers.stream = stream
+        uses_markets = (servers.candles, servers.metrics, servers.stream)
+        if options.preload and any(s is not None for s in uses_markets):
             servers.markets.preload()  # history is read in threads while the servers answer
     except BaseException:
         await servers.close()
