@@ -46,6 +46,15 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def load(session: nox.Session) -> None:
-    """Relay load test: 1,000 loopback clients on one symbol (bounded in time; not in the defaults)."""
+    """Load tests (bounded; not in the defaults): relay (1,000 clients on one symbol), candle server
+    (1,000 clients over 20 rooms), stream server (1,000 on price_updates). `nox -s load -- candles`
+    runs one; other arguments go to the scripts."""
     session.install("-e", ".")
-    session.run("python", "benchmarks/load_relay.py", *session.posargs)
+    names = ("relay", "candles", "stream")
+    picked = [a for a in session.posargs if a in names] or list(names)
+    rest = [a for a in session.posargs if a not in names]
+    if "relay" in picked:
+        session.run("python", "benchmarks/load_relay.py", *rest)
+    serve2 = [n for n in picked if n != "relay"]
+    if serve2:
+        session.run("python", "benchmarks/load_serve2.py", "--scenario", *serve2, *rest)
