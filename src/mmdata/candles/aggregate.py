@@ -34,9 +34,10 @@ __all__ = ["Bar", "CandleAggregator", "decimal_text", "json_number", "parse_deci
 
 #: Significant digits accepted in a price or quantity.
 MAX_DIGITS: Final = 40
-#: Wide enough that every sum of accepted prices × quantities is exact; Inexact is trapped
+#: Wide enough that every sum of accepted prices × quantities is exact (a product spans at most
+#: 1e61 … 1e-138, 200 digits, plus one digit per tenfold more trades); Inexact is trapped
 #: so that a rounding could never pass silently.
-_CTX: Final = Context(prec=200, traps=[Inexact, Overflow, InvalidOperation])
+_CTX: Final = Context(prec=400, traps=[Inexact, Overflow, InvalidOperation])
 _ZERO: Final = Decimal(0)
 _ONE_MINUTE: Final = INTERVALS["1m"]
 _JSON_NUMBER: Final = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -55,7 +56,9 @@ def parse_decimal(text: str) -> Decimal:
         raise ValueError(f"not a decimal number: {text!r}") from None
     if not value.is_finite():
         raise ValueError(f"not a finite number: {text!r}")
-    if value and not -30 <= value.adjusted() <= 30:
+    if not value:
+        return _ZERO  # "0E-999999999" is zero: its exponent must not reach the sums' text
+    if not -30 <= value.adjusted() <= 30:
         raise ValueError(f"number out of range (1e-30 .. 1e30): {text[:40]!r}")
     if len(value.as_tuple().digits) > MAX_DIGITS:
         raise ValueError(f"more than {MAX_DIGITS} significant digits: {text[:40]!r}")
@@ -90,14 +93,15 @@ class Bar:
         self.trades = 0
 
     def add(self, price: str, price_d: Decimal, qty_d: Decimal) -> None:
-        """Fold one trade in (after the ones already in)."""
+        """Fold one trade in (after the ones already in); nothing changes if it raises."""
+        volume = _CTX.add(self.volume, qty_d)
+        quote = _CTX.add(self.quote_volume, _CTX.multiply(price_d, qty_d))
         if price_d > self.hi:
             self.hi, self.high = price_d, price
         if price_d < self.lo:
             self.lo, self.low = price_d, price
         self.close = price
-        self.volume = _CTX.add(self.volume, qty_d)
-        self.quote_volume = _CTX.add(self.quote_volume, _CTX.multiply(price_d, qty_d))
+        self.volume, self.quote_volume = volume, quote
         self.trades += 1
 
     def merge(self, later: Bar) -> None:
@@ -193,9 +197,17 @@ class CandleAggregator:
             raise ValueError(f"price must be > 0 and qty >= 0, got {price!r} {qty!r}")
         minute = ts_ms - ts_ms % 60_000
         bar = self._minutes.get(minute)
-        keys = self._keys
+        fresh = bar is None
         if bar is None:
-            bar = self._minutes[minute] = Bar(minute, price, price_d)
+            bar = Bar(minute, price, price_d)
+        try:
+            bar.add(price, price_d, qty_d)  # first: if it raises, nothing has changed
+        except ArithmeticError:
+            self.rejected += 1
+            raise ValueError(f"trade sums out of exact range: {price[:40]!r} {qty[:40]!r}") from None
+        keys = self._keys
+        if fresh:
+            self._minutes[minute] = bar
             if not keys or minute > keys[-1]:
                 keys.append(minute)
             else:
@@ -205,7 +217,6 @@ class CandleAggregator:
                 self._trim(len(keys) - self.max_minutes)
         elif minute != keys[-1]:
             self._late(minute)
-        bar.add(price, price_d, qty_d)
         self.trades += 1
         return minute
 
