@@ -18,6 +18,10 @@ def _http(url: str) -> str:
     return url.replace("ws://", "http://").removesuffix("/ws").removesuffix("/metrics")
 
 
+def _metrics_url(base: str) -> str:
+    return base + "?exchange=binance&symbols=BTCUSDT&interval=1m&window=1h&metric=volatility"
+
+
 def test_serve_all_runs_every_server(recorded_data: Path) -> None:
     args = ["serve", "all", "--data-dir", str(recorded_data)]
     for flag in _ALL_PORTS_0:
@@ -34,6 +38,34 @@ def test_serve_all_runs_every_server(recorded_data: Path) -> None:
                 assert body.get("server", name) == name and body.get("ok", True)
         with urllib.request.urlopen(f"{_http(urls['stream'])}/websocket/status", timeout=10) as r:
             assert json.loads(r.read())["enabled"] is True
+        # The terminal clients speak each server's protocol (--json: one message per line).
+        runner = CliRunner()
+        stream_url = urls["stream"] + "?client_id=cli"
+        watched = {
+            "stream": [
+                "watch",
+                "stream",
+                stream_url,
+                "--channel",
+                "price_updates",
+                "-s",
+                "BTCUSDT",
+                "-n",
+                "3",
+            ],
+            "metrics": ["watch", "metrics", _metrics_url(urls["metrics"]), "-n", "2"],
+            "candles": ["watch", "candles", urls["candles"], "-e", "kraken", "-s", "BTC/USD", "-n", "1"],
+        }
+        kinds = {}
+        for name, cmd in watched.items():
+            result = runner.invoke(app, [*cmd, "--json", "--duration", "20"])
+            assert result.exit_code == 0, result.output
+            kinds[name] = [
+                json.loads(line)["type"] for line in result.stdout.splitlines() if line.startswith("{")
+            ]
+        assert kinds["stream"] == ["connected", "subscribed", "price_update"]
+        assert kinds["metrics"] == ["status", "metric"]
+        assert kinds["candles"] == ["initial"]
         with urllib.request.urlopen(
             f"{rest}/snapshot?exchange=kraken&symbol=BTC/USD&levels=2", timeout=20
         ) as r:

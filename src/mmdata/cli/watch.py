@@ -291,7 +291,20 @@ def watch_stream(
     url: Url = None,
     client_id: Annotated[str, typer.Option("--client-id")] = "watch",
     channel: Annotated[
-        list[str] | None, typer.Option("--channel", help="Channel to subscribe (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--channel", help="price_updates, trades, signals, trade_executed or portfolio (repeatable)."
+        ),
+    ] = None,
+    symbol: Annotated[
+        list[str] | None,
+        typer.Option("--symbol", "-s", help="Symbol for price_updates / trades (repeatable)."),
+    ] = None,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange", "-e", help="Exchange of the symbols (default: the server's).", show_default=False
+        ),
     ] = None,
     send: Send = None,
     host: Host = "127.0.0.1",
@@ -300,8 +313,18 @@ def watch_stream(
     count: Count = 0,
     duration: Duration = 0.0,
 ) -> None:
-    """Watch the channel stream server (ws://host:8000/ws?client_id=…)."""
-    sends = [orjson.dumps({"type": "subscribe", "channel": c}).decode() for c in (channel or [])]
+    """Watch the channel stream server (ws://host:8000/ws?client_id=…).
+
+    [cyan]mmdata watch stream --channel price_updates --channel trades -e kraken -s BTC/USD[/]
+    """
+    sends = []
+    for c in channel or []:
+        sub: dict[str, object] = {"type": "subscribe", "channel": c}
+        if symbol and c in ("price_updates", "trades", "signals", "trade_executed"):
+            sub["symbols"] = list(symbol)
+        if exchange:
+            sub["exchange"] = exchange
+        sends.append(orjson.dumps(sub).decode())
     sends += list(send or [])
     _generic(
         "stream",

@@ -48,7 +48,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from mmdata.candles import Interval, InvalidInterval, parse_interval
+from mmdata.candles import VALID_INTERVALS, Interval, InvalidInterval, parse_interval
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
 from mmdata.serve.params import BadRequest
@@ -313,11 +313,11 @@ class CandleServer:
             raise _Reject(_FORMAT + ": exchange must be a non-empty string")
         try:
             interval = parse_interval(msg.get("interval"))
-        except InvalidInterval as exc:
+        except InvalidInterval:
             text = msg.get("interval")
-            raise _Reject(
-                str(exc) if isinstance(text, str) else _FORMAT + ": interval must be a string"
-            ) from None
+            if not isinstance(text, str):
+                raise _Reject(_FORMAT + ": interval must be a string") from None
+            raise _Reject(f"Invalid interval: {_safe(text)}. Valid: {VALID_INTERVALS}") from None
         return exchange.strip().lower(), symbol, interval
 
     def _market(self, exchange: str, symbol: str) -> Market:

@@ -257,6 +257,10 @@ class Market:
         self.rejected = 0
         self.last_poll_ns = 0
         self._task: asyncio.Task[None] | None = None
+        self._loading: asyncio.Future[None] | None = None
+
+    def _load(self) -> None:
+        self._fold(self.feed.start())
 
     def _fold(self, rows: list[TradeRow]) -> set[int]:
         changed: set[int] = set()
@@ -272,8 +276,8 @@ class Market:
 
     async def _run(self) -> None:
         try:
-            rows = await asyncio.to_thread(self.feed.start)
-            await asyncio.to_thread(self._fold, rows)
+            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load))
+            await asyncio.shield(self._loading)
         except (StoreError, OSError) as exc:
             self.error = f"cannot read the recorded trades: {exc}"
             log.warning("%s %s: %s", self.exchange, self.symbol, self.error)
@@ -310,6 +314,11 @@ class Market:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        if self._loading is not None:
+            # The history read runs in a thread that cannot be cancelled: let it finish so
+            # that whatever it opened is closed below.
+            with contextlib.suppress(Exception):
+                await self._loading
         self.feed.close()
 
 
@@ -361,14 +370,22 @@ class Markets:
     def resolve(self, exchange: str | None, symbol: str | None) -> Stream:
         """The recorded stream a client names (BadRequest with a message otherwise)."""
         try:
-            return resolve_stream(self.data_dir, exchange, symbol)
+            stream = resolve_stream(self.data_dir, exchange, symbol)
         except BadRequest as first:
             venue = (exchange or "").strip().lower()
             alias = _bitfinex_alias(venue, (symbol or "").strip())
             if first.status == 404 and alias != (symbol or "").strip():
                 with contextlib.suppress(BadRequest):
-                    return resolve_stream(self.data_dir, exchange, alias)
+                    return self._recorded(resolve_stream(self.data_dir, exchange, alias))
             raise
+        return self._recorded(stream)
+
+    @staticmethod
+    def _recorded(stream: Stream) -> Stream:
+        """A folder with neither a day folder nor live trades is not a recorded stream."""
+        if _day_folders(stream.root) or (stream.root / "live" / LIVE_TRADES).is_file():
+            return stream
+        raise BadRequest(404, f"no recorded data for {stream.exchange} {stream.symbol_fs}")
 
     def get(self, stream: Stream) -> Market:
         """The stream's market, started on first use (await ``market.ready``)."""
