@@ -58,6 +58,11 @@ PUBLIC_MODULES = [
     "mmdata.candles.intervals",
     "mmdata.candles.aggregate",
     "mmdata.candles.metrics",
+    "mmdata.live",
+    "mmdata.live.base",
+    "mmdata.live.candles",
+    "mmdata.live.trades",
+    "mmdata.live.book",
 ]
 
 

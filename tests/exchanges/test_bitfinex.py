@@ -34,6 +34,7 @@ from mmdata.types import (
     BookChecksum,
     BookDiff,
     BookSnapshot,
+    Candle,
     Event,
     SequenceBreak,
     Trade,
@@ -514,7 +515,7 @@ def test_trade_te_sell_and_tu_unknown() -> None:
     assert ad.parse('[232959,"hb"]') == [VenueStatus(EX, "heartbeat", symbol="tBFTUSD")]
 
 
-def test_ticker_and_candles_unknown() -> None:
+def test_ticker_unknown_and_candles_parsed_with_sequence() -> None:
     ad = adapter(
         SEQ_ALL,
         subscribed(232949, "ticker", "tBFTUSD", pair="BFTUSD"),
@@ -526,13 +527,21 @@ def test_ticker_and_candles_unknown() -> None:
     )
     assert ad.parse(ticker) == [Unknown(EX, ticker)]
     candle = "[77,[1574698260000,7379.785503,7383.8,7388.3,7379.785503,1.68829482],2]"
-    assert ad.parse(candle) == [Unknown(EX, candle)]
-    assert ad.parse('[77,"hb",3]') == [VenueStatus(EX, "heartbeat", seq=3)]
+    assert ad.parse(candle) == [
+        Candle(EX, "tBTCUSD", "1m", 1574698260000, "7379.785503", "7388.3", "7379.785503", "7383.8",
+               "1.68829482", None, None, False)
+    ]  # fmt: skip
+    assert ad.parse('[77,"hb",3]') == [VenueStatus(EX, "heartbeat", symbol="tBTCUSD", seq=3)]
+    # A candle frame with a skipped sequence number reports the break first.
+    [brk, _] = ad.parse("[77,[1574698260000,7379.785503,7383.8,7388.3,7379.785503,1.7],5]")
+    assert brk == SequenceBreak(EX, 4, 5)
 
 
-def test_candles_subscribed_has_no_symbol() -> None:
+def test_candles_subscribed_takes_symbol_from_key() -> None:
     frame = '{"event":"subscribed","channel":"candles","chanId":343351,"key":"trade:1m:tBTCUSD"}'
-    assert BitfinexV2().parse(frame) == [Ack(EX, "candles", None, True, "", channel_id=343351, raw=frame)]
+    assert BitfinexV2().parse(frame) == [
+        Ack(EX, "candles", "tBTCUSD", True, "", channel_id=343351, raw=frame)
+    ]
 
 
 # -- sequence numbers ---------------------------------------------------------------------

@@ -477,9 +477,6 @@ def test_error_without_method(kraken: KrakenV2) -> None:
         '{"channel":"ticker","type":"snapshot","data":[{"symbol":"ALGO/USD","bid":0.10025,"bid_qty":740.0,'
         '"ask":0.10036,"ask_qty":1361.44813783,"last":0.10035,"volume":997038.98383185,"vwap":0.10148,'
         '"low":0.09979,"high":0.10285,"change":-0.00017,"change_pct":-0.17}]}',
-        '{"channel":"ohlc","type":"update","data":[{"symbol":"BTC/USD","open":30306.1,"high":30306.2,'
-        '"low":30305.7,"close":30305.7,"vwap":30306.1,"trades":23,"volume":3.39243896,'
-        '"interval_begin":"2023-07-06T19:20:00.000000000Z","interval":1,"timestamp":"2023-07-06T19:21:00.000000Z"}]}',
         '{"channel":"level3","type":"snapshot","data":[{"symbol":"BTC/USD","bids":[],"asks":[],"checksum":1}]}',
         '{"channel":"executions","type":"update","data":[]}',
         '{"method":"add_order","result":{"order_id":"X"},"success":true,"req_id":7}',

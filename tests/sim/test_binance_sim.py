@@ -207,7 +207,7 @@ def test_accept_combined_and_raw() -> None:
     [
         ("/stream?streams=dogeusdt@trade", 400, -1121),
         ("/ws/dogeusdt@depth", 400, -1121),
-        ("/stream?streams=btcusdt@kline_1m", 400, -1100),
+        ("/stream?streams=btcusdt@kline_1w", 400, -1100),  # weekly klines are not served
         ("/stream?streams=BTCUSDT@trade", 400, -1100),  # stream names are lowercase (§A.1)
         ("/stream?streams=btcusdt@depth@250ms", 400, -1100),
         ("/stream?streams=" + "/".join(f"btcusdt@trade{i}" for i in range(3)), 400, -1100),
@@ -401,7 +401,7 @@ def test_subscribe_unsubscribe_list() -> None:
             7,
         ),
         (
-            '{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":7}',
+            '{"method":"SUBSCRIBE","params":["btcusdt@kline_1w"],"id":7}',
             2,
             "Invalid request: invalid stream",
             7,

@@ -22,6 +22,21 @@ alone. Both are accepted and dispatched on the payload's event type ``e`` (§A.2
     {"result":null,"id":1}                                                    -> Ack
     {"code":0,"msg":"Unknown property","id":1}                                -> VenueStatus(error)
 
+Klines (``<symbol>@kline_<interval>``, §A.2) become :class:`~mmdata.types.Candle` with
+``closed`` = the wire's ``x``; ``interval`` is the mmdata name (``1d`` → ``1D``, ``1w`` →
+``1W``, see :data:`CANDLE_INTERVALS`), ``quote_volume`` = ``q``, ``trades`` = ``n``.
+
+Live clients (:mod:`mmdata.live`) connect to :meth:`BinanceSpot.live_url` (``/stream``,
+no stream in the URL) and subscribe with ``SUBSCRIBE`` requests (§A.1)::
+
+    {"method":"SUBSCRIBE","params":["btcusdt@kline_1m","ethusdt@kline_1m"],"id":1}
+
+built by :meth:`~BinanceSpot.candle_subscribe_messages`,
+:meth:`~BinanceSpot.trade_subscribe_messages` (``@trade``) and
+:meth:`~BinanceSpot.book_subscribe_messages` (``@depth@100ms``); ``UNSUBSCRIBE`` likewise.
+Binance closes a connection that receives more than 5 messages a second (pings and pongs
+included), hence ``min_send_interval_s`` = 0.25.
+
 Book tickers (``{"u":..,"s":..,"b":..,"B":..,"a":..,"A":..}``), partial-depth payloads
 (``{"lastUpdateId":160,"bids":[..],"asks":[..]}`` on ``@depth5/10/20``) and any other
 Binance event with a string ``e`` (tickers, …) are well-formed but unused:
@@ -49,7 +64,7 @@ over all diffs of the BTCUSDT capture.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -72,6 +87,7 @@ from mmdata.types import (
 )
 
 __all__ = [
+    "CANDLE_INTERVALS",
     "DEFAULT_REST_BASE",
     "DEFAULT_WS_BASE",
     "MAX_FRAME_CHARS",
@@ -87,6 +103,27 @@ DEFAULT_REST_BASE: Final = "https://api.binance.com"
 MAX_STREAMS: Final = 1024
 #: Deepest REST snapshot (§A.3: "If limit > 5000, only 5000 entries will be returned").
 MAX_SNAPSHOT_LIMIT: Final = 5000
+
+#: Kline intervals (§A.2): mmdata name → Binance spelling (days, weeks lower case on the wire).
+CANDLE_INTERVALS: Final[Mapping[str, str]] = {
+    "1s": "1s",
+    "1m": "1m",
+    "3m": "3m",
+    "5m": "5m",
+    "15m": "15m",
+    "30m": "30m",
+    "1h": "1h",
+    "2h": "2h",
+    "4h": "4h",
+    "6h": "6h",
+    "8h": "8h",
+    "12h": "12h",
+    "1D": "1d",
+    "3D": "3d",
+    "1W": "1w",
+    "1M": "1M",
+}
+_INTERVAL_NAMES: Final[Mapping[str, str]] = {venue: name for name, venue in CANDLE_INTERVALS.items()}
 
 _EXCHANGE: Final = "binance"
 _SYMBOL_DROP: Final = str.maketrans("", "", "/-_ ")
@@ -127,6 +164,10 @@ class BinanceSpot:
     """
 
     name = _EXCHANGE
+    #: mmdata interval name → Binance kline interval.
+    candle_intervals: Mapping[str, str | int] = CANDLE_INTERVALS
+    #: At most 4 control messages a second: Binance drops connections above 5 (pings count).
+    min_send_interval_s: float = 0.25
 
     def __init__(
         self,
@@ -139,6 +180,7 @@ class BinanceSpot:
         self.rest_base = (rest_base or DEFAULT_REST_BASE).rstrip("/")
         snapshot_weight(snapshot_limit)  # validates the range
         self.snapshot_limit = snapshot_limit
+        self._request_id = 0  # ids of SUBSCRIBE / UNSUBSCRIBE requests on this connection
 
     def __repr__(self) -> str:
         return f"BinanceSpot(ws_base={self.ws_base!r}, rest_base={self.rest_base!r})"
@@ -182,6 +224,46 @@ class BinanceSpot:
     def subscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
         """Nothing to send: the combined-stream URL already subscribes."""
         return []
+
+    # -- live subscriptions (mmdata.live) --------------------------------------------------
+    def live_url(self) -> str:
+        """Combined-stream endpoint without streams (``/stream``): subscriptions go by request."""
+        return f"{self.ws_base}/stream"
+
+    def candle_streams(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """``<symbol>@kline_<interval>`` stream names; ``interval`` is an mmdata name (``1m``, ``1D``)."""
+        venue = CANDLE_INTERVALS.get(interval)
+        if venue is None:
+            raise ConfigError(f"Binance has no {interval!r} klines; intervals: {', '.join(CANDLE_INTERVALS)}")
+        return [f"{s.lower()}@kline_{venue}" for s in self._symbols(symbols)]
+
+    def candle_subscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """One ``SUBSCRIBE`` request for the klines of ``symbols``."""
+        return [self._request("SUBSCRIBE", self.candle_streams(symbols, interval))]
+
+    def candle_unsubscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """One ``UNSUBSCRIBE`` request for those klines."""
+        return [self._request("UNSUBSCRIBE", self.candle_streams(symbols, interval))]
+
+    def trade_subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """One ``SUBSCRIBE`` request for ``<symbol>@trade``."""
+        return [self._request("SUBSCRIBE", [f"{s.lower()}@trade" for s in self._symbols(symbols)])]
+
+    def trade_unsubscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """One ``UNSUBSCRIBE`` request for ``<symbol>@trade``."""
+        return [self._request("UNSUBSCRIBE", [f"{s.lower()}@trade" for s in self._symbols(symbols)])]
+
+    def book_subscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """One ``SUBSCRIBE`` request for ``<symbol>@depth@100ms`` (the REST snapshot gives the depth)."""
+        return [self._request("SUBSCRIBE", [f"{s.lower()}@depth@100ms" for s in self._symbols(symbols)])]
+
+    def book_unsubscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """One ``UNSUBSCRIBE`` request for ``<symbol>@depth@100ms``."""
+        return [self._request("UNSUBSCRIBE", [f"{s.lower()}@depth@100ms" for s in self._symbols(symbols)])]
+
+    def _request(self, method: str, streams: list[str]) -> str:
+        self._request_id += 1
+        return orjson.dumps({"method": method, "params": streams, "id": self._request_id}).decode()
 
     def resubscribe_messages(self, symbol: str, depth: int) -> list[str]:
         """Nothing: Binance books resync from a REST snapshot, the stream stays as it is."""
@@ -309,10 +391,11 @@ class BinanceSpot:
     def _candle(frame: str, data: dict[str, Any]) -> Candle:
         k = data["k"]
         symbol = data["s"]
+        interval = k["i"]
         candle = Candle(
             _EXCHANGE,
             symbol,
-            k["i"],
+            _INTERVAL_NAMES.get(interval, interval) if type(interval) is str else interval,
             k["t"],
             k["o"],
             k["h"],

@@ -16,6 +16,12 @@ trades subscription::
 
 At most 30 channels per connection (§C.1), hence at most 15 symbols.
 
+Live clients (:mod:`mmdata.live`) subscribe channel by channel instead:
+:meth:`BitfinexV2.candle_subscribe_messages` (``{"event":"subscribe","channel":"candles",
+"key":"trade:1m:tBTCUSD"}``), :meth:`~BitfinexV2.trade_subscribe_messages` and
+:meth:`~BitfinexV2.book_subscribe_messages` (the ``conf`` frame first, once per
+connection); the ``*_unsubscribe_messages`` use the channel ids this connection learnt.
+
 *Receiving*, event objects (§C.1):
 
 * ``{"event":"info","version":2,...,"platform":{"status":1}}`` → :class:`VenueStatus`
@@ -36,7 +42,16 @@ At most 30 channels per connection (§C.1), hence at most 15 symbols.
 * ``[81757,"cs",-1175357890]`` → :class:`BookChecksum` (signed CRC-32, §C.3);
 * trades snapshot ``[ID,[[ID,MTS,AMOUNT,PRICE],...]]`` and ``[ID,"te",[ID,MTS,AMOUNT,PRICE]]`` →
   :class:`Trade` (AMOUNT > 0 taker buy); ``tu`` repeats ``te`` and is :class:`Unknown` (§C.4);
-* ``[ID,"hb"]`` → heartbeat; ticker, candles and other channels → :class:`Unknown`.
+* candles snapshot ``[ID,[[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME],...]]`` (newest first) and update
+  ``[ID,[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME]]`` → :class:`~mmdata.types.Candle` (§C.5) — note
+  the wire order **OPEN, CLOSE, HIGH, LOW**; the channel is known from its ``subscribed``
+  event, whose ``key`` (``trade:1m:tBTCUSD``) gives symbol and timeframe. ``interval`` is
+  the mmdata name (``7D`` → ``1W``, :data:`CANDLE_INTERVALS`); no quote volume, no trade
+  count. Bitfinex has no "closed" flag: a candle is closed when a later interval's candle
+  arrives (:class:`~mmdata.exchanges.base.CandleCloser`): a snapshot's candles come out
+  oldest first, all but the newest closed; a new interval's first update re-emits the
+  previous candle with ``closed=True`` first;
+* ``[ID,"hb"]`` → heartbeat; ticker and other channels → :class:`Unknown`.
 
 Numbers keep the wire's own text: the checksum is computed over it (``7e-7``,
 ``205000``; Python's ``str(float)`` would give ``7e-07`` and ``205000.0``), so frames
@@ -62,17 +77,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 from mmdata.book.sync import ChecksumSync, SyncEngine
 from mmdata.errors import ConfigError, ExchangeProtocolError
-from mmdata.exchanges.base import MAX_FRAME_CHARS
+from mmdata.exchanges.base import MAX_FRAME_CHARS, CandleCloser
 from mmdata.exchanges.base import symbol_fs as _symbol_fs
 from mmdata.types import (
     Ack,
     BookDiff,
     BookSnapshot,
+    Candle,
     Event,
     HttpRequest,
     SequenceBreak,
@@ -87,6 +103,7 @@ from mmdata.types import (
 
 __all__ = [
     "BOOK_LENGTHS",
+    "CANDLE_INTERVALS",
     "MAX_CHANNELS",
     "MAX_FRAME_CHARS",
     "OB_CHECKSUM",
@@ -108,11 +125,32 @@ MAX_CHANNELS: Final = 30
 
 _PRECISIONS = frozenset({"P0", "P1", "P2", "P3", "P4"})
 
+#: Candle timeframes (§C.5): mmdata name → Bitfinex spelling (a week is ``7D``).
+CANDLE_INTERVALS: Final[Mapping[str, str]] = {
+    "1m": "1m",
+    "5m": "5m",
+    "15m": "15m",
+    "30m": "30m",
+    "1h": "1h",
+    "3h": "3h",
+    "6h": "6h",
+    "12h": "12h",
+    "1D": "1D",
+    "1W": "7D",
+    "14D": "14D",
+    "1M": "1M",
+}
+_INTERVAL_NAMES: Final[Mapping[str, str]] = {
+    **{venue: name for name, venue in CANDLE_INTERVALS.items()},
+    "1W": "1W",  # older spelling of 7D
+}
+
 # Channel kinds kept per channel id.
 _BOOK: Final = 0
 _TRADES: Final = 1
 _OTHER: Final = 2
 _RAW_BOOK: Final = 3
+_CANDLES: Final = 4
 
 _NAME: Final = "bitfinex"
 _INFO_KINDS = {20051: "reconnect", 20060: "maintenance", 20061: "resume"}
@@ -147,6 +185,9 @@ class BitfinexV2:
     """
 
     name: str = _NAME
+    #: mmdata interval name → Bitfinex candle timeframe.
+    candle_intervals: Mapping[str, str | int] = CANDLE_INTERVALS
+    min_send_interval_s: float = 0.0
 
     def __init__(
         self,
@@ -164,8 +205,11 @@ class BitfinexV2:
         self.rest_base: str = rest_base or "https://api-pub.bitfinex.com"
         self.prec = prec
         self.conf_flags: int = (OB_CHECKSUM if checksum else 0) | (SEQ_ALL if seq_all else 0)
-        # chanId text (as decoded) -> (kind, symbol, channel name)
+        # chanId text (as decoded) -> (kind, symbol, channel name); candles: name = the key
         self._channels: dict[str, tuple[int, str | None, str]] = {}
+        self._candle_intervals: dict[str, str] = {}  # candles chanId text -> mmdata interval
+        self._closer = CandleCloser()
+        self._conf_requested = False
         self._flags = 0  # granted by the venue's conf answer
         self._last_seq: int | None = None
 
@@ -253,6 +297,86 @@ class BitfinexV2:
         book = {"event": "subscribe", "channel": "book", "symbol": pair, "prec": self.prec}
         out.append(dumps({**book, "freq": "F0", "len": str(depth)}))
         return out
+
+    # -- live subscriptions (mmdata.live) --------------------------------------------
+    def live_url(self) -> str:
+        """The public endpoint (every subscription is a message)."""
+        return self.ws_base
+
+    def _pairs(self, symbols: Sequence[str]) -> list[str]:
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        pairs = list(dict.fromkeys(self.normalize_symbol(s) for s in symbols))
+        if not pairs:
+            raise ConfigError("no symbols to subscribe to")
+        return pairs
+
+    def candle_key(self, symbol: str, interval: str) -> str:
+        """Channel key ``trade:<timeframe>:<symbol>``; ``interval`` is an mmdata name (``1W`` → ``7D``)."""
+        timeframe = CANDLE_INTERVALS.get(interval)
+        if timeframe is None:
+            raise ConfigError(
+                f"Bitfinex has no {interval!r} candles; intervals: {', '.join(CANDLE_INTERVALS)}"
+            )
+        return f"trade:{timeframe}:{self.normalize_symbol(symbol)}"
+
+    def candle_subscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """One ``candles`` subscription per symbol (§C.5)."""
+        return [
+            _encode({"event": "subscribe", "channel": "candles", "key": self.candle_key(sym, interval)})
+            for sym in self._pairs(symbols)
+        ]
+
+    def candle_unsubscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """Unsubscribe the candle channels of this connection with those keys."""
+        keys = {self.candle_key(sym, interval) for sym in self._pairs(symbols)}
+        return self._unsubscribe(lambda kind, sym, channel: kind == _CANDLES and channel in keys)
+
+    def trade_subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """One ``trades`` subscription per symbol (§C.4)."""
+        pairs = self._pairs(symbols)
+        return [_encode({"event": "subscribe", "channel": "trades", "symbol": sym}) for sym in pairs]
+
+    def trade_unsubscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """Unsubscribe the trades channels of this connection for ``symbols``."""
+        pairs = set(self._pairs(symbols))
+        return self._unsubscribe(lambda kind, sym, channel: kind == _TRADES and sym in pairs)
+
+    def book_subscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """``conf`` (first call on this connection: checksums, sequence numbers), then one
+        ``book`` subscription per symbol with ``len`` = ``depth`` (1, 25, 100 or 250)."""
+        if depth not in BOOK_LENGTHS:
+            raise ConfigError(f"Bitfinex book depth must be one of {', '.join(map(str, BOOK_LENGTHS))}")
+        out = []
+        if not self._conf_requested:
+            self._conf_requested = True
+            out.append(_encode({"event": "conf", "flags": self.conf_flags}))
+        for sym in self._pairs(symbols):
+            out.append(
+                _encode(
+                    {
+                        "event": "subscribe",
+                        "channel": "book",
+                        "symbol": sym,
+                        "prec": self.prec,
+                        "freq": "F0",
+                        "len": str(depth),
+                    }
+                )
+            )
+        return out
+
+    def book_unsubscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """Unsubscribe the book channels of this connection for ``symbols``."""
+        pairs = set(self._pairs(symbols))
+        return self._unsubscribe(lambda kind, sym, channel: kind in (_BOOK, _RAW_BOOK) and sym in pairs)
+
+    def _unsubscribe(self, wanted: Any) -> list[str]:
+        return [
+            _encode({"event": "unsubscribe", "chanId": int(key)})
+            for key, (kind, sym, channel) in self._channels.items()
+            if wanted(kind, sym, channel)
+        ]
 
     # -- parsing ----------------------------------------------------------------
     def parse(self, frame: str) -> list[Event]:
@@ -356,6 +480,16 @@ class BitfinexV2:
             self._last_seq = seq
             return [brk, event] if brk is not None else [event]
 
+        if kind == _CANDLES and type(body) is list:
+            assert symbol is not None
+            interval = self._candle_intervals[msg[0]]
+            if body and type(body[0]) is not list:
+                candles = self._closer.update(_candle(symbol, interval, body))
+            else:
+                candles = self._closer.snapshot([_candle(symbol, interval, row) for row in body])
+            self._last_seq = seq
+            return [brk, *candles] if brk is not None else list(candles)
+
         if body == "hb":
             event = VenueStatus(self.name, "heartbeat", "", None, symbol, seq)
         elif kind == _RAW_BOOK:
@@ -391,7 +525,10 @@ class BitfinexV2:
         if event == "unsubscribed":
             key = str(int(msg["chanId"]))
             chan = self._channels.pop(key, None)
+            self._candle_intervals.pop(key, None)
             channel, symbol = (chan[2], chan[1]) if chan is not None else ("", None)
+            if chan is not None and chan[0] == _CANDLES:
+                channel = "candles"
             ok = msg.get("status", "OK") == "OK"
             return [Ack(name, channel, symbol, ok, "unsubscribed", None, int(key), frame)]
         if event == "error":
@@ -432,6 +569,12 @@ class BitfinexV2:
             if symbol is None:
                 raise _MalformedError("subscribed trades without symbol")
             kind = _TRADES
+        elif channel == "candles" and (parsed := _candle_key(msg.get("key"))) is not None:
+            # Remembered by key (what unsubscribing matches on) with the interval beside it.
+            symbol, interval = parsed
+            self._candle_intervals[str(chan_id)] = interval
+            self._channels[str(chan_id)] = (_CANDLES, symbol, msg["key"])
+            return Ack(self.name, channel, symbol, True, "", None, chan_id, frame)
         else:
             kind = _OTHER
         # Keyed by the id's JSON text, as data frames decode it: no int() per frame.
@@ -460,6 +603,29 @@ class BitfinexV2:
     def symbol_fs(self, symbol: str) -> str:
         """File-system form (``tAVAX:USD`` → ``tAVAXUSD``)."""
         return _symbol_fs(symbol)
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _candle_key(key: Any) -> tuple[str, str] | None:
+    """``trade:1m:tBTCUSD`` → ``("tBTCUSD", "1m")``; None for other keys (funding, unknown timeframe)."""
+    if type(key) is not str:
+        return None
+    parts = key.split(":", 2)
+    if len(parts) != 3 or parts[0] != "trade" or not parts[2].startswith("t"):
+        return None
+    interval = _INTERVAL_NAMES.get(parts[1])
+    return None if interval is None else (parts[2], interval)
+
+
+def _candle(symbol: str, interval: str, row: list[Any]) -> Candle:
+    """``[MTS, OPEN, CLOSE, HIGH, LOW, VOLUME]`` — OPEN, CLOSE, HIGH, LOW, not OHLC (§C.5)."""
+    mts, open_, close, high, low, volume = row[0], row[1], row[2], row[3], row[4], row[5]
+    if not all(type(v) is str for v in (open_, close, high, low, volume)):
+        raise _MalformedError("candle fields must be numbers")
+    return Candle(_NAME, symbol, interval, int(mts), open_, high, low, close, volume, None, None, False)
 
 
 def _pair(base: str, quote: str) -> str:

@@ -36,8 +36,27 @@ and they become, respectively, :class:`~mmdata.types.BookSnapshot` /
 (one per pair), :class:`~mmdata.types.VenueStatus` (``status``, ``maintenance``,
 ``heartbeat``, ``pong``, ``error``) and :class:`~mmdata.types.Ack` (a refused
 subscription may lack ``result``; its channel is then recovered from our ``req_id``).
-Other v2 channels (``ticker``, ``ohlc``, ``level3``, ``executions`` ...) and other
+Other v2 channels (``ticker``, ``level3``, ``executions`` ...) and other
 method responses (``add_order`` ...) are :class:`~mmdata.types.Unknown`.
+
+Candles (``ohlc`` channel, §B.6) for live clients (:mod:`mmdata.live`)::
+
+    {"method":"subscribe","params":{"channel":"ohlc","symbol":["BTC/USD"],"interval":1,"snapshot":true},"req_id":4}
+    {"channel":"ohlc","type":"snapshot"|"update","timestamp":"...","data":[{"symbol":"ALGO/USD",
+      "open":0.09875,"high":0.0988,"low":0.09875,"close":0.09875,"trades":13,"volume":16255.46368,
+      "vwap":0.09879,"interval_begin":"2023-10-04T15:30:00.000000000Z","interval":5,
+      "timestamp":"2023-10-04T15:35:00.000000Z"}]}
+
+become :class:`~mmdata.types.Candle` with the wire's number text, ``open_time_ms`` from
+``interval_begin``, ``interval`` the mmdata name of the minutes (``60`` → ``1h``, ``1440`` →
+``1D``, ``10080`` → ``1W``; :data:`CANDLE_INTERVALS`), ``trades`` = ``trades`` and no quote
+volume (Kraken sends ``vwap`` instead). Kraken has no "closed" flag: a candle is closed
+when a later interval's candle arrives (:class:`~mmdata.exchanges.base.CandleCloser`, one
+per adapter, i.e. per connection), so a snapshot's older candles are closed and a new
+interval's first update re-emits the previous candle with ``closed=True`` first.
+:meth:`KrakenV2.trade_subscribe_messages` and :meth:`KrakenV2.book_subscribe_messages`
+subscribe the other channels one at a time (the first book subscription of a connection
+also subscribes ``instrument``, whose precisions the checksums need).
 
 Number text
 -----------
@@ -77,17 +96,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, Final, NoReturn
 
 from mmdata.book.sync import ChecksumSync, SyncEngine
 from mmdata.errors import ConfigError, ExchangeProtocolError
-from mmdata.exchanges.base import MAX_FRAME_CHARS, symbol_fs
+from mmdata.exchanges.base import MAX_FRAME_CHARS, CandleCloser, symbol_fs
 from mmdata.types import (
     Ack,
     BookSnapshot,
+    Candle,
     Event,
     HttpRequest,
     Instrument,
@@ -100,7 +120,7 @@ from mmdata.types import (
     new_trade,
 )
 
-__all__ = ["BOOK_DEPTHS", "MAX_FRAME_CHARS", "KrakenV2"]
+__all__ = ["BOOK_DEPTHS", "CANDLE_INTERVALS", "MAX_FRAME_CHARS", "KrakenV2"]
 
 _NAME: Final = "kraken"
 
@@ -111,12 +131,27 @@ BOOK_DEPTHS: Final = (10, 25, 100, 500, 1000)
 
 # Our own request ids: a refused subscription may come back without ``result``,
 # and then only its ``req_id`` says which channel it was about.
-_REQ_INSTRUMENT, _REQ_BOOK, _REQ_TRADE = 1, 2, 3
+_REQ_INSTRUMENT, _REQ_BOOK, _REQ_TRADE, _REQ_OHLC = 1, 2, 3, 4
 _REQ_CHANNELS: Final = {
     str(_REQ_INSTRUMENT): "instrument",
     str(_REQ_BOOK): "book",
     str(_REQ_TRADE): "trade",
+    str(_REQ_OHLC): "ohlc",
 }
+
+#: ``ohlc`` intervals (§B.6): mmdata name → minutes.
+CANDLE_INTERVALS: Final[Mapping[str, int]] = {
+    "1m": 1,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "4h": 240,
+    "1D": 1440,
+    "1W": 10080,
+    "15D": 21600,
+}
+_INTERVAL_NAMES: Final[Mapping[int, str]] = {minutes: name for name, minutes in CANDLE_INTERVALS.items()}
 
 # v1 asset names still typed by users (PROTOCOLS.md §B.1: v2 says BTC and DOGE).
 _V1_ASSETS: Final = {"XBT": "BTC", "XDG": "DOGE"}
@@ -208,10 +243,15 @@ class KrakenV2:
     name: str = _NAME
     ws_base: str = "wss://ws.kraken.com/v2"
     rest_base: str = "https://api.kraken.com"
+    #: mmdata interval name → ``ohlc`` interval minutes.
+    candle_intervals: Mapping[str, str | int] = CANDLE_INTERVALS
+    min_send_interval_s: float = 0.0
 
     def __init__(self, *, ws_base: str | None = None, rest_base: str | None = None) -> None:
         self.ws_base = ws_base or KrakenV2.ws_base
         self.rest_base = rest_base or KrakenV2.rest_base
+        self._closer = CandleCloser()
+        self._instrument_requested = False  # per connection: one instrument subscription
 
     # -- symbols and subscriptions ------------------------------------------------------------
     def normalize_symbol(self, text: str) -> str:
@@ -286,6 +326,64 @@ class KrakenV2:
         ]
         return [json.dumps(m, separators=(",", ":")) for m in messages]
 
+    # -- live subscriptions (mmdata.live) -------------------------------------------------------
+    def live_url(self) -> str:
+        """The v2 endpoint (every subscription is a message)."""
+        return self.ws_base
+
+    def _names(self, symbols: Sequence[str]) -> list[str]:
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        names = list(dict.fromkeys(self.normalize_symbol(s) for s in symbols))
+        if not names:
+            raise ConfigError("Kraken: no symbols to subscribe to")
+        return names
+
+    def _ohlc_params(self, symbols: Sequence[str], interval: str) -> dict[str, Any]:
+        minutes = CANDLE_INTERVALS.get(interval)
+        if minutes is None:
+            raise ConfigError(f"Kraken has no {interval!r} ohlc; intervals: {', '.join(CANDLE_INTERVALS)}")
+        return {"channel": "ohlc", "symbol": self._names(symbols), "interval": minutes}
+
+    def candle_subscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """An ``ohlc`` subscription with snapshot; ``interval`` is an mmdata name (``1m`` … ``1W``)."""
+        params = {**self._ohlc_params(symbols, interval), "snapshot": True}
+        return [_dumps({"method": "subscribe", "params": params, "req_id": _REQ_OHLC})]
+
+    def candle_unsubscribe_messages(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """Unsubscribe those ``ohlc`` candles."""
+        params = self._ohlc_params(symbols, interval)
+        return [_dumps({"method": "unsubscribe", "params": params, "req_id": _REQ_OHLC})]
+
+    def trade_subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """A ``trade`` subscription without the recent-trades snapshot."""
+        params = {"channel": "trade", "symbol": self._names(symbols), "snapshot": False}
+        return [_dumps({"method": "subscribe", "params": params, "req_id": _REQ_TRADE})]
+
+    def trade_unsubscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """Unsubscribe those trades."""
+        params = {"channel": "trade", "symbol": self._names(symbols)}
+        return [_dumps({"method": "unsubscribe", "params": params, "req_id": _REQ_TRADE})]
+
+    def book_subscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """A ``book`` subscription (snapshot, ``depth`` of :data:`BOOK_DEPTHS`), preceded on the
+        first call of this adapter (connection) by the ``instrument`` subscription."""
+        _check_depth(depth)
+        params = {"channel": "book", "symbol": self._names(symbols), "depth": depth, "snapshot": True}
+        out = []
+        if not self._instrument_requested:
+            self._instrument_requested = True
+            instrument = {"channel": "instrument", "snapshot": True}
+            out.append(_dumps({"method": "subscribe", "params": instrument, "req_id": _REQ_INSTRUMENT}))
+        out.append(_dumps({"method": "subscribe", "params": params, "req_id": _REQ_BOOK}))
+        return out
+
+    def book_unsubscribe_messages(self, symbols: Sequence[str], depth: int) -> list[str]:
+        """Unsubscribe those books."""
+        _check_depth(depth)
+        params = {"channel": "book", "symbol": self._names(symbols), "depth": depth}
+        return [_dumps({"method": "unsubscribe", "params": params, "req_id": _REQ_BOOK})]
+
     # -- REST: none for books ---------------------------------------------------------------
     def snapshot_request(self, symbol: str, depth: int) -> HttpRequest | None:
         """None: Kraken book snapshots arrive on the WebSocket after subscribing."""
@@ -346,6 +444,8 @@ class KrakenV2:
                     return _status(msg)
                 if channel == "instrument":
                     return _instruments(msg)
+                if channel == "ohlc":
+                    return self._ohlc(msg)
                 if type(channel) is str and type(msg.get("type")) is str and "data" in msg:
                     return [Unknown(_NAME, frame)]
                 raise ValueError(f"channel {channel!r} frame without type/data")
@@ -371,6 +471,44 @@ class KrakenV2:
             raise ExchangeProtocolError(
                 f"bad Kraken v2 frame: {reason}", exchange=_NAME, frame=frame
             ) from None
+
+    def _ohlc(self, msg: dict[str, Any]) -> list[Event]:
+        kind = msg["type"]
+        if kind not in {"update", "snapshot"}:
+            raise ValueError(f"ohlc type must be snapshot or update, got {kind!r}")
+        candles = [_candle(item) for item in _data_list(msg)]
+        if kind == "snapshot":
+            return list(self._closer.snapshot(candles))
+        out: list[Event] = []
+        for candle in candles:
+            out += self._closer.update(candle)
+        return out
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _candle(item: dict[str, Any]) -> Candle:
+    """One ``ohlc`` data element (§B.6); ``closed`` is decided by the CandleCloser."""
+    minutes = _uint(item["interval"])
+    name = _INTERVAL_NAMES.get(minutes)
+    if name is None:
+        raise ValueError(f"unknown ohlc interval {minutes}")
+    return Candle(
+        _NAME,
+        _text(item["symbol"], "symbol"),
+        name,
+        _ts_ms(item["interval_begin"]),
+        _text(item["open"], "open"),
+        _text(item["high"], "high"),
+        _text(item["low"], "low"),
+        _text(item["close"], "close"),
+        _text(item["volume"], "volume"),
+        None,
+        _uint(item["trades"]),
+        False,
+    )
 
 
 def _check_depth(depth: int) -> None:

@@ -52,6 +52,17 @@ summed from the candle's own trades (``first_trade_id..last_trade_id``) and reme
 finished minute (a first query over a month of history still reads every past trade
 once); quote volumes whose precision exceeds 8 decimals are rounded down.
 
+Kline streams (§A.2) ``<s>@kline_<interval>`` (the intervals of :data:`KLINE_INTERVALS`)
+carry the same klines as ``/api/v3/klines`` — the same text, field for field, taker-buy
+volumes included — as ``{"e":"kline","E":..,"s":..,"k":{"t":..,"T":..,"s":..,"i":"1m",
+"f":..,"L":..,"o":..,"c":..,"h":..,"l":..,"v":..,"n":..,"x":false,"q":..,"V":..,"Q":..,
+"B":"0"}}``. Like Binance, the running kline is pushed every :data:`KLINE_PUSH_MS` (2000 ms
+of the server's clock; a test server with an accelerated clock pushes faster), also when
+nothing traded (a flat kline at the previous close, as REST shows it). On the first tick
+after an interval ends its final kline goes out with ``"x":true`` exactly once per
+stream; ``f``/``L`` are ``-1`` for a kline without trades. Intervals before the symbol's
+first trade have no kline and send nothing.
+
 Live requests (§A.1): ``SUBSCRIBE`` / ``UNSUBSCRIBE`` → ``{"result":null,"id":1}``;
 ``LIST_SUBSCRIPTIONS`` → ``{"result":["btcusdt@trade"],"id":3}``; ``SET_PROPERTY`` /
 ``GET_PROPERTY`` of ``combined``. Errors use the shape the live server sends (the
@@ -94,6 +105,7 @@ from mmdata.sim.model import (
 __all__ = [
     "DEPTH_WEIGHTS",
     "KLINE_INTERVALS",
+    "KLINE_PUSH_MS",
     "MAX_STREAMS",
     "BinanceSession",
     "BinanceSim",
@@ -122,9 +134,14 @@ KLINE_INTERVALS: Final[Mapping[str, int]] = {
     "1d": 86_400_000,
 }
 
+#: How often a kline stream pushes its running kline (server clock ms; §A.2: 2000 for 1m+).
+KLINE_PUSH_MS: Final = 2000
+
 _E8: Final = 100_000_000
 _DEPTH_INTERVALS: Final = {"depth@100ms": 100, "depth": 1000}
-_STREAM_RE: Final = re.compile(r"([a-z0-9]+)@(depth@100ms|depth|trade|aggTrade)")
+_STREAM_RE: Final = re.compile(
+    r"([a-z0-9]+)@(depth@100ms|depth|trade|aggTrade|kline_(?:" + "|".join(KLINE_INTERVALS) + "))"
+)
 _SYMBOL_PARAM_RE: Final = re.compile(r"[A-Z0-9\-_.]{1,20}")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,20}")
 _ID_RE: Final = re.compile(r"[A-Za-z0-9]{1,36}")
@@ -266,6 +283,25 @@ class _DepthStream:
         return OutFrame(text, "diff", inst.symbol)
 
 
+class _KlineStream:
+    """One subscribed kline stream: the interval it is in and when it pushes next."""
+
+    __slots__ = ("inst", "interval", "interval_ms", "name", "next_push", "open_ms", "prefix", "suffix")
+
+    def __init__(self, name: str, inst: _Instrument, interval: str, combined: bool, now_ms: int) -> None:
+        self.name = name
+        self.inst = inst
+        self.interval = interval
+        self.interval_ms = KLINE_INTERVALS[interval]
+        self.open_ms = now_ms - now_ms % self.interval_ms
+        self.next_push = now_ms  # the first tick pushes the running kline
+        self.prefix, self.suffix = _wrapper(name, combined)
+
+
+#: Builds one kline payload: (instrument, interval, open_ms, now_ms, closed) → JSON or None.
+KlineBuilder = Callable[[_Instrument, str, int, int, bool], str | None]
+
+
 class _Route:
     """What one session sends for one symbol (rebuilt when subscriptions change)."""
 
@@ -308,8 +344,11 @@ class BinanceSession:
         *,
         combined: bool,
         now_ms: int,
+        klines: KlineBuilder | None = None,
     ) -> None:
         self._instruments = instruments  # stream spelling -> instrument
+        self._kline_builder = klines
+        self._klines: dict[str, _KlineStream] = {}
         self.combined = combined
         self.must_close = False
         self.close_reason = ""
@@ -334,6 +373,7 @@ class BinanceSession:
         """Recompute per-symbol routes; depth streams that stay keep their pending changes."""
         routes: dict[str, _Route] = {}
         depth_state: dict[str, _DepthStream] = {}
+        klines: dict[str, _KlineStream] = {}
         for name in self._streams:
             match = _STREAM_RE.fullmatch(name)
             assert match is not None  # validated on the way in
@@ -352,9 +392,17 @@ class BinanceSession:
                 route.depth.append(state)
             elif kind == "trade":
                 route.trade = _wrapper(name, self.combined)
-            else:
+            elif kind == "aggTrade":
                 route.agg = _wrapper(name, self.combined)
+            else:  # kline_<interval>: a stream that stays keeps its interval and push clock
+                kline = self._klines.get(name)
+                if kline is None:
+                    kline = _KlineStream(name, inst, kind[len("kline_") :], self.combined, now_ms)
+                else:
+                    kline.prefix, kline.suffix = _wrapper(name, self.combined)
+                klines[name] = kline
         self._routes = routes
+        self._klines = klines
         self._depth_state = depth_state
         self._depth = list(depth_state.values())
 
@@ -404,7 +452,8 @@ class BinanceSession:
         return frames
 
     def on_tick(self, now_ms: int) -> list[OutFrame]:
-        """Flush each depth stream with pending changes once per 100 ms (1000 ms) window."""
+        """Flush each depth stream with pending changes once per 100 ms (1000 ms) window;
+        push klines (the final one of an interval that ended, the running one every 2 s)."""
         frames: list[OutFrame] = []
         for depth in self._depth:
             window = now_ms // depth.interval
@@ -412,7 +461,29 @@ class BinanceSession:
                 depth.window = window
                 if depth.first >= 0:
                     frames.append(depth.flush(now_ms))
+        if self._klines and self._kline_builder is not None:
+            self._push_klines(now_ms, self._kline_builder, frames)
         return frames
+
+    def _push_klines(self, now_ms: int, build: KlineBuilder, frames: list[OutFrame]) -> None:
+        for kline in self._klines.values():
+            current = now_ms - now_ms % kline.interval_ms
+            if current > kline.open_ms:
+                # The interval ended: its final kline, once, then the new interval's clock.
+                payload = build(kline.inst, kline.interval, kline.open_ms, now_ms, True)
+                if payload is not None:
+                    frames.append(
+                        OutFrame(f"{kline.prefix}{payload}{kline.suffix}", "candle", kline.inst.symbol)
+                    )
+                kline.open_ms = current
+                kline.next_push = now_ms + KLINE_PUSH_MS
+            elif now_ms >= kline.next_push:
+                payload = build(kline.inst, kline.interval, kline.open_ms, now_ms, False)
+                if payload is not None:
+                    frames.append(
+                        OutFrame(f"{kline.prefix}{payload}{kline.suffix}", "candle", kline.inst.symbol)
+                    )
+                kline.next_push = now_ms + KLINE_PUSH_MS
 
     def count_incoming(self, now_ms: int) -> bool:
         """Count one incoming message (text, ping or pong); True once the limit is exceeded."""
@@ -617,7 +688,28 @@ class BinanceSim:
                 return _error(400, -1100, f"Invalid stream name {name!r}.")
             if match.group(1) not in self._instruments:
                 return _error(400, -1121, "Invalid symbol.")
-        return BinanceSession(self._instruments, names, combined=combined, now_ms=now_ms)
+        return BinanceSession(
+            self._instruments, names, combined=combined, now_ms=now_ms, klines=self._kline_payload
+        )
+
+    def _kline_payload(
+        self, inst: _Instrument, interval: str, open_ms: int, now_ms: int, closed: bool
+    ) -> str | None:
+        """The kline event of one interval, from the same candle and row REST answers with."""
+        interval_ms = KLINE_INTERVALS[interval]
+        symbol = inst.symbol
+        candles = self.market.candles(symbol, interval_ms, open_ms, open_ms + interval_ms, limit=1)
+        dense = self._dense(symbol, interval_ms, open_ms, open_ms, candles)
+        if not dense:
+            return None  # before the symbol's first trade: Binance has no kline
+        candle = dense[0]
+        row = self._kline_row(inst, candle, now_ms)
+        return (
+            f'{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{{"t":{row[0]},"T":{row[6]},"s":"{symbol}",'
+            f'"i":"{interval}","f":{candle.first_trade_id},"L":{candle.last_trade_id},"o":"{row[1]}",'
+            f'"c":"{row[4]}","h":"{row[2]}","l":"{row[3]}","v":"{row[5]}","n":{row[8]},'
+            f'"x":{"true" if closed else "false"},"q":"{row[7]}","V":"{row[9]}","Q":"{row[10]}","B":"0"}}}}'
+        )
 
     # -- REST ----------------------------------------------------------------------------------
     def rest(self, path: str, query: Mapping[str, str], now_ms: int) -> RestResponse:

@@ -60,6 +60,14 @@ pseudo-random 1..5 derived from the price.
 *Trades* (§C.4): snapshot ``[ID,[[ID,MTS,AMOUNT,PRICE],…]]`` of the newest 30 trades,
 newest first; each live trade as ``te`` then ``tu`` (AMOUNT < 0 when the taker sold).
 
+*Candles* (§C.5): ``{"event":"subscribe","channel":"candles","key":"trade:1m:tBTCUSD"}``
+(timeframes of :data:`TIMEFRAMES`) → ``{"event":"subscribed","channel":"candles",
+"chanId":…,"key":"trade:1m:tBTCUSD"}``, a snapshot ``[ID,[[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME],…]]``
+of the newest :data:`CANDLES_SNAPSHOT` candles, newest first like the venue's, then
+``[ID,[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME]]`` with the running candle after every step that
+traded. OPEN, CLOSE, HIGH, LOW order; the values are exactly the REST
+``/v2/candles/…/hist`` rows (intervals without trades have no candle on either).
+
 *Maintenance* (§C.1): :meth:`~BitfinexSession.info_frame` builds ``{"event":"info","code":…}``
 frames for the server's fault injector; 20060 pauses the session (``paused``), 20061
 resumes it. While paused no book or trade data is sent (heartbeats continue, so a
@@ -70,9 +78,10 @@ subscription to the current book, consistent with the next checksum.
 
 *Errors* (codes of §C.1): unknown event 10000 (also malformed JSON), unknown pair
 10001 (symbol not served), precision other than P0 10011, length not 1/25/100/250
-10012, ``freq`` other than F0 or a real channel the simulator does not serve (ticker,
-candles, status) 10300, already subscribed to that channel and symbol 10301, unknown
-channel 10302, more than 30 channels 10305, unsubscribe of an unknown chanId 10401.
+10012, ``freq`` other than F0, a real channel the simulator does not serve (ticker,
+status) or a candle key it cannot read 10300, already subscribed to that channel and
+symbol (key) 10301, unknown channel 10302, more than 30 channels 10305, unsubscribe of an
+unknown chanId 10401.
 
 *REST* (§C.6), numbers as JSON numbers in JavaScript text:
 
@@ -116,6 +125,7 @@ from mmdata.sim.model import (
 
 __all__ = [
     "BOOK_LENGTHS",
+    "CANDLES_SNAPSHOT",
     "HEARTBEAT_MS",
     "INFO_MESSAGES",
     "MAX_CHANNELS",
@@ -137,6 +147,8 @@ OB_CHECKSUM: Final = 131072
 BOOK_LENGTHS: Final = frozenset({1, 25, 100, 250})
 #: Public channel subscriptions per connection.
 MAX_CHANNELS: Final = 30
+#: Candles in a ``candles`` snapshot.
+CANDLES_SNAPSHOT: Final = 240
 #: A channel silent this long gets ``[ID,"hb"]``.
 HEARTBEAT_MS: Final = 15_000
 #: Documented texts of the info codes (clients must rely on the code only).
@@ -402,6 +414,21 @@ class _TradesSub:
         self.snapshot_due = True
 
 
+class _CandlesSub:
+    """A candles subscription (one key: timeframe and symbol)."""
+
+    __slots__ = ("chan_id", "interval", "key", "last_ms", "prefix", "snapshot_due", "symbol")
+
+    def __init__(self, chan_id: int, key: str, symbol: str, interval: int, now_ms: int) -> None:
+        self.chan_id = chan_id
+        self.prefix = f"[{chan_id},"
+        self.key = key
+        self.symbol = symbol
+        self.interval = interval
+        self.last_ms = now_ms
+        self.snapshot_due = True
+
+
 class _SubscribeError(Exception):
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(msg)
@@ -427,9 +454,10 @@ class BitfinexSession:
         self.paused = False
         self.flags = 0
         self._seq = 0
-        self._channels: dict[int, _BookSub | _TradesSub] = {}
+        self._channels: dict[int, _BookSub | _TradesSub | _CandlesSub] = {}
         self._books: dict[str, _BookSub] = {}
         self._trades: dict[str, _TradesSub] = {}
+        self._candles: dict[str, _CandlesSub] = {}  # by key
         self._corrupt: set[str] = set()
         # Channel ids look like Bitfinex's (5-6 digits), differ between connections and are
         # never reused within one.
@@ -493,7 +521,7 @@ class BitfinexSession:
         symbol = step.symbol
         book = self._books.get(symbol)
         trades = self._trades.get(symbol)
-        if book is None and trades is None:
+        if book is None and trades is None and not self._candles:
             return []
         out: list[OutFrame] = []
         if book is not None:
@@ -503,6 +531,12 @@ class BitfinexSession:
                 self._trades_snapshot(trades, step.ts_ms, out)
             elif step.trades:
                 self._trade_frames(trades, step.trades, step.ts_ms, out)
+        for candles in self._candles.values():
+            if candles.symbol == symbol:
+                if candles.snapshot_due:
+                    self._candles_snapshot(candles, step.ts_ms, out)
+                elif step.trades:
+                    self._candle_update(candles, step.ts_ms, out)
         return out
 
     def on_tick(self, now_ms: int) -> list[OutFrame]:
@@ -531,7 +565,7 @@ class BitfinexSession:
 
     def _error(self, code: int, msg: str, request: Mapping[str, Any]) -> OutFrame:
         answer: dict[str, Any] = {"event": "error", "msg": msg, "code": code}
-        for key in ("channel", "symbol", "subId"):
+        for key in ("channel", "symbol", "key", "subId"):
             value = request.get(key)
             if type(value) is str or (key == "subId" and type(value) is int):
                 answer[key] = value
@@ -545,8 +579,10 @@ class BitfinexSession:
 
     def _try_subscribe(self, msg: dict[str, Any], now_ms: int) -> list[OutFrame]:
         channel = msg.get("channel")
+        if channel == "candles":
+            return self._subscribe_candles(msg, now_ms)
         if channel not in ("book", "trades"):
-            if channel in ("ticker", "candles", "status"):
+            if channel in ("ticker", "status"):
                 raise _SubscribeError(10300, f"subscribe: channel {channel} is not simulated")
             raise _SubscribeError(10302, "channel: unknown")
         symbol = self._symbol(msg)
@@ -597,6 +633,29 @@ class BitfinexSession:
                 self._trades_snapshot(sub, now_ms, out)
         return out
 
+    def _subscribe_candles(self, msg: dict[str, Any], now_ms: int) -> list[OutFrame]:
+        key = msg.get("key")
+        parts = key.split(":") if type(key) is str else []
+        interval = TIMEFRAMES.get(parts[1]) if len(parts) == 3 and parts[0] == "trade" else None
+        if interval is None or parts[2] not in self._sim.market.specs:
+            raise _SubscribeError(10300, "subscribe: key invalid")
+        assert isinstance(key, str)
+        if key in self._candles:
+            raise _SubscribeError(10301, "subscribe: dup")
+        if len(self._channels) >= MAX_CHANNELS:
+            raise _SubscribeError(10305, "subscribe: limit")
+        chan_id = self._next_chan
+        self._next_chan += 1
+        answer: dict[str, Any] = {"event": "subscribed", "channel": "candles", "chanId": chan_id, "key": key}
+        if "subId" in msg:
+            answer["subId"] = msg["subId"]
+        out = [OutFrame(_dumps(answer), "ack")]
+        sub = self._candles[key] = _CandlesSub(chan_id, key, parts[2], interval, now_ms)
+        self._channels[chan_id] = sub
+        if not self.paused:
+            self._candles_snapshot(sub, now_ms, out)
+        return out
+
     def _symbol(self, msg: Mapping[str, Any]) -> str:
         symbol = msg.get("symbol")
         if symbol is None and type(msg.get("pair")) is str:
@@ -617,6 +676,8 @@ class BitfinexSession:
             return [self._error(10401, "unsubscribe: invalid", {})]
         if isinstance(sub, _BookSub):
             del self._books[sub.symbol]
+        elif isinstance(sub, _CandlesSub):
+            del self._candles[sub.key]
         else:
             del self._trades[sub.symbol]
         return [OutFrame(_dumps({"event": "unsubscribed", "status": "OK", "chanId": chan_id}), "ack")]
@@ -702,6 +763,23 @@ class BitfinexSession:
             out.append(OutFrame(f'{prefix}"te",{row}{self._tail(ts_ms)}]', "trade", symbol))
             out.append(OutFrame(f'{prefix}"tu",{row}{self._tail(ts_ms)}]', "other", symbol))
         sub.last_ms = ts_ms
+
+    # -- candles --------------------------------------------------------------------------
+    def _candles_snapshot(self, sub: _CandlesSub, ts_ms: int, out: list[OutFrame]) -> None:
+        sim = self._sim
+        candles = sim._recent_candles(sub.symbol, sub.interval, ts_ms, CANDLES_SNAPSHOT)
+        rows = ",".join(sim._candle_row(sub.symbol, c) for c in candles)
+        sub.snapshot_due = False
+        sub.last_ms = ts_ms
+        out.append(OutFrame(f"{sub.prefix}[{rows}]{self._tail(ts_ms)}]", "candle", sub.symbol))
+
+    def _candle_update(self, sub: _CandlesSub, ts_ms: int, out: list[OutFrame]) -> None:
+        begin = ts_ms - ts_ms % sub.interval
+        candles = self._sim.market.candles(sub.symbol, sub.interval, begin, begin + sub.interval, limit=1)
+        if candles:
+            row = self._sim._candle_row(sub.symbol, candles[0])
+            out.append(OutFrame(f"{sub.prefix}{row}{self._tail(ts_ms)}]", "candle", sub.symbol))
+            sub.last_ms = ts_ms
 
 
 class _BadParam(Exception):
@@ -866,15 +944,27 @@ class BitfinexSim:
             candles = self._newest_candles(symbol, interval, floor, end_incl + 1, limit)
         else:
             candles = self.market.candles(symbol, interval, floor, end_incl + 1, limit=limit)[:limit]
-        pp, qp = spec.price_precision, spec.qty_precision
-        rows = [
-            f"[{c.open_ms},{js_number_text(c.open, pp)},{js_number_text(c.close, pp)},"
-            f"{js_number_text(c.high, pp)},{js_number_text(c.low, pp)},{js_number_text(c.volume, qp)}]"
-            for c in candles
-        ]
+        rows = [self._candle_row(symbol, c) for c in candles]
         if section == "last":
             return _ok(rows[0] if rows else "[]")
         return _ok(f"[{','.join(rows)}]")
+
+    def _candle_row(self, symbol: str, candle: SimCandle) -> str:
+        """``[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME]`` in JavaScript number text (REST and socket alike)."""
+        spec = self.market.specs[symbol]
+        pp, qp = spec.price_precision, spec.qty_precision
+        return (
+            f"[{candle.open_ms},{js_number_text(candle.open, pp)},{js_number_text(candle.close, pp)},"
+            f"{js_number_text(candle.high, pp)},{js_number_text(candle.low, pp)},"
+            f"{js_number_text(candle.volume, qp)}]"
+        )
+
+    def _recent_candles(self, symbol: str, interval: int, now_ms: int, limit: int) -> list[SimCandle]:
+        """The newest ``limit`` candles up to ``now_ms``, newest first (what REST ``hist`` answers)."""
+        floor = self._history_floor(symbol, interval)
+        if floor is None:
+            return []
+        return self._newest_candles(symbol, interval, floor, now_ms + 1, limit)
 
     def _history_floor(self, symbol: str, interval: int) -> int | None:
         """Open of the interval holding the market's oldest trade (None: no trades at all)."""

@@ -71,6 +71,22 @@ Trades (§B.4): one ``trade`` update frame per step with trades, ``side`` = take
 ``ord_type`` derived deterministically from the trade id (``limit`` for every third
 id, else ``market``). ``snapshot: true`` sends the 50 most recent trades first.
 
+Candles (§B.6): ``{"method":"subscribe","params":{"channel":"ohlc","symbol":["BTC/USD"],
+"interval":5},"req_id":4}`` (``interval`` one of :data:`OHLC_INTERVALS`, default 1;
+``snapshot`` default true; several intervals per symbol allowed) gets one ack per symbol,
+then a snapshot of the candles of the last :data:`OHLC_SNAPSHOT` intervals that had
+trades, oldest first, and an update carrying the running candle after every step that
+traded, as Kraken generates them on trade events::
+
+    {"channel":"ohlc","type":"update","timestamp":"2023-10-04T15:31:02.123000Z","data":[
+     {"symbol":"BTC/USD","open":30306.1,"high":30306.2,"low":30305.7,"close":30305.7,
+      "trades":23,"volume":3.39243896,"vwap":30306.1,"interval_begin":"2023-10-04T15:30:00.000000000Z",
+      "interval":5,"timestamp":"2023-10-04T15:35:00.000000Z"}]}
+
+Values are :meth:`Market.candles` of that interval — what ``/0/public/OHLC`` serves (REST
+writes them as fixed-decimal strings, the socket as JSON numbers) — ``vwap`` rounded to the
+price precision. Intervals without trades send nothing (REST shows them as flat rows).
+
 REST (§B.7, host root)
 ----------------------
 ``GET /0/public/OHLC?pair=BTCUSD&interval=60&since=…`` →
@@ -117,6 +133,7 @@ from mmdata.sim.model import (
     MarketStep,
     OutFrame,
     RestResponse,
+    SimCandle,
     SimTrade,
     decimal_text,
     trimmed_text,
@@ -125,6 +142,7 @@ from mmdata.sim.model import (
 __all__ = [
     "BOOK_DEPTHS",
     "OHLC_INTERVALS",
+    "OHLC_SNAPSHOT",
     "SYSTEM_STATES",
     "KrakenSession",
     "KrakenSim",
@@ -134,6 +152,8 @@ __all__ = [
 BOOK_DEPTHS: Final = (10, 25, 100, 500, 1000)
 #: OHLC intervals in minutes (§B.6, §B.7).
 OHLC_INTERVALS: Final = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
+#: Intervals whose candles (those with trades) an ``ohlc`` snapshot holds.
+OHLC_SNAPSHOT: Final = 10
 #: ``system`` values of the ``status`` channel (§B.1).
 SYSTEM_STATES: Final = ("online", "cancel_only", "maintenance", "post_only")
 
@@ -392,6 +412,8 @@ class KrakenSim:
         self._split: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._trade_step: MarketStep | None = None
         self._trade_text = ""
+        self._ohlc_step: MarketStep | None = None
+        self._ohlc_texts: dict[int, str] = {}
         self._instrument_text = self._build_instrument_frame()
 
     # -- VenueSim -------------------------------------------------------------------------------
@@ -486,6 +508,54 @@ class KrakenSim:
             self._trade_text = f'{{"channel":"trade","type":"update","data":[{items}]}}'
             self._trade_step = step
         return self._trade_text
+
+    def _ohlc_json(self, symbol: str, candle: SimCandle) -> str:
+        """One ``ohlc`` candle object (§B.6), numbers as Kraken's JSON floats."""
+        spec = self._specs[symbol]
+        pp, qp = spec.price_precision, spec.qty_precision
+        minutes = candle.interval_ms // 60_000
+        begin = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(candle.open_ms // 1000))
+        end = self.timestamp(candle.open_ms + candle.interval_ms)
+        return (
+            f'{{"symbol":{_dumps(symbol).decode()},"open":{trimmed_text(candle.open, pp)},'
+            f'"high":{trimmed_text(candle.high, pp)},"low":{trimmed_text(candle.low, pp)},'
+            f'"close":{trimmed_text(candle.close, pp)},"trades":{candle.trades},'
+            f'"volume":{trimmed_text(candle.volume, qp)},'
+            f'"vwap":{trimmed_text(_vwap(candle.quote_volume, candle.volume), pp)},'
+            f'"interval_begin":"{begin}.000000000Z","interval":{minutes},"timestamp":"{end}"}}'
+        )
+
+    def _ohlc_snapshot(self, symbol: str, minutes: int, now_ms: int) -> OutFrame:
+        step_ms = minutes * 60_000
+        current = now_ms - now_ms % step_ms
+        first = current - (OHLC_SNAPSHOT - 1) * step_ms
+        candles = self.market.candles(symbol, step_ms, first, current + step_ms, limit=OHLC_SNAPSHOT)
+        items = ",".join(self._ohlc_json(symbol, c) for c in candles)
+        text = (
+            f'{{"channel":"ohlc","type":"snapshot","timestamp":"{self.timestamp(now_ms)}","data":[{items}]}}'
+        )
+        return OutFrame(text, "candle", symbol)
+
+    def _ohlc_update(self, step: MarketStep, minutes: int) -> str | None:
+        """The running candle after a step that traded (memoised: the same for every session)."""
+        if step is not self._ohlc_step:
+            self._ohlc_step = step
+            self._ohlc_texts = {}
+        text = self._ohlc_texts.get(minutes)
+        if text is None:
+            step_ms = minutes * 60_000
+            ts = step.trades[-1].ts_ms
+            begin = ts - ts % step_ms
+            candles = self.market.candles(step.symbol, step_ms, begin, begin + step_ms, limit=1)
+            if not candles:
+                return None
+            items = self._ohlc_json(step.symbol, candles[0])
+            text = (
+                f'{{"channel":"ohlc","type":"update","timestamp":"{self.timestamp(step.ts_ms)}",'
+                f'"data":[{items}]}}'
+            )
+            self._ohlc_texts[minutes] = text
+        return text
 
     def _build_instrument_frame(self) -> str:
         assets: dict[str, dict[str, Any]] = {}
@@ -672,6 +742,7 @@ class KrakenSession:
         self.connection_id = connection_id
         self.books: dict[str, _BookView] = {}
         self.trades: set[str] = set()
+        self.ohlc: dict[str, list[int]] = {}  # symbol -> subscribed intervals (minutes)
         self.instrument = False
         self._corrupt: set[str] = set()
         self._last_out_ms: int | None = None
@@ -696,7 +767,7 @@ class KrakenSession:
     @property
     def subscribed(self) -> bool:
         """True while any channel is subscribed (heartbeats run)."""
-        return bool(self.books or self.trades or self.instrument)
+        return bool(self.books or self.trades or self.ohlc or self.instrument)
 
     # -- VenueSession ---------------------------------------------------------------------------
     def on_open(self, now_ms: int) -> list[OutFrame]:
@@ -724,6 +795,11 @@ class KrakenSession:
                 out.append(OutFrame(text, "diff", symbol))
         if step.trades and symbol in self.trades:
             out.append(OutFrame(self.sim._trade_frame(step, self._symbol_json[symbol]), "trade", symbol))
+        if step.trades and symbol in self.ohlc:
+            for minutes in self.ohlc[symbol]:
+                text = self.sim._ohlc_update(step, minutes)
+                if text is not None:
+                    out.append(OutFrame(text, "candle", symbol))
         if out:
             self._last_out_ms = step.ts_ms
         return out
@@ -806,8 +882,57 @@ class KrakenSession:
                 snapshot=snapshot,
                 now_ms=now_ms,
             )
+        if channel == "ohlc":
+            symbols = params.get("symbol")
+            if type(symbols) is not list or not symbols or any(type(s) is not str for s in symbols):
+                return [req.refuse("Symbol field must be an array of strings")]
+            snapshot = params.get("snapshot", True)
+            if type(snapshot) is not bool:
+                return [req.refuse("Snapshot field must be a boolean")]
+            interval = params.get("interval", 1)
+            if type(interval) is not int or interval not in OHLC_INTERVALS:
+                return [req.refuse("Subscription ohlc interval not supported")]
+            unique = list(dict.fromkeys(symbols))
+            return self._ohlc(
+                req, unique, subscribe=subscribe, interval=interval, snapshot=snapshot, now_ms=now_ms
+            )
         name = channel if type(channel) is str else ""
         return [req.refuse(f"Unsupported channel {name}".rstrip())]
+
+    def _ohlc(
+        self,
+        req: _Request,
+        symbols: list[str],
+        *,
+        subscribe: bool,
+        interval: int,
+        snapshot: bool,
+        now_ms: int,
+    ) -> list[OutFrame]:
+        sim = self.sim
+        acks: list[OutFrame] = []
+        snaps: list[OutFrame] = []
+        for symbol in symbols:
+            intervals = self.ohlc.get(symbol, [])
+            if symbol not in sim._specs:
+                acks.append(req.refuse(f"Currency pair not supported {symbol}", symbol))
+            elif not subscribe:
+                if interval not in intervals:
+                    acks.append(req.refuse("Subscription Not Found", symbol))
+                    continue
+                intervals.remove(interval)
+                if not intervals:
+                    del self.ohlc[symbol]
+                acks.append(req.ok({"channel": "ohlc", "interval": interval, "symbol": symbol}))
+            elif interval in intervals:
+                acks.append(req.refuse("Already subscribed", symbol))
+            else:
+                self.ohlc.setdefault(symbol, []).append(interval)
+                result = {"channel": "ohlc", "interval": interval, "snapshot": snapshot, "symbol": symbol}
+                acks.append(req.ok(result))
+                if snapshot:
+                    snaps.append(sim._ohlc_snapshot(symbol, interval, now_ms))
+        return acks + snaps
 
     def _instrument(self, req: _Request, subscribe: bool, params: dict[str, Any]) -> list[OutFrame]:
         if not subscribe:

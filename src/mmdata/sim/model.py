@@ -115,7 +115,7 @@ class SimCandle:
 
 
 FrameKind = Literal[
-    "diff", "snapshot", "trade", "checksum", "heartbeat", "ack", "info", "status", "pong", "other"
+    "diff", "snapshot", "trade", "candle", "checksum", "heartbeat", "ack", "info", "status", "pong", "other"
 ]
 
 
