@@ -4,6 +4,7 @@ in order, from history and live files (across rotation), or from the day files a
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,85 @@ def test_feed_counts_bad_rows_and_skips_repeats(tmp_path: Path) -> None:
         f.write(good % 2 + good % 5)
     assert [r.seq for r in feed.poll()] == [5]
     feed.close()
+
+
+# -- restarts, rollover and stale live files (synthetic day folders) ---------------------------------
+def _csv(seq: int, recv_ns: int) -> bytes:
+    return b"%d,%d,%d,%d,1.%d,0.5,buy\n" % (seq, recv_ns, recv_ns // 1_000_000, seq, seq)
+
+
+def _append_day(root: Path, label: str, rows: list[tuple[int, int]]) -> Path:
+    day = root / label
+    day.mkdir(parents=True, exist_ok=True)
+    path = day / f"trades_ws_X_{label}.csv.gz"
+    head = b"" if path.exists() else b"recv_seq,recv_time_ns,event_time_ms,trade_id,price,qty,side\n"
+    with open(path, "ab") as f:
+        f.write(gzip.compress(head + b"".join(_csv(s, t) for s, t in rows)))
+    return path
+
+
+def test_a_restarted_recorder_numbering_from_1_again_loses_nothing(tmp_path: Path) -> None:
+    """recv_seq starts again at 1 in a new day folder of a new run: its trades are new."""
+    root = tmp_path / "binance" / "X"
+    _append_day(root, "20260101", [(s, 1_000 + s) for s in range(1, 101)])
+    _append_day(root, "20260102", [(s, 5_000 + s) for s in range(1, 51)])
+    feed = TradeFeed(root)
+    assert len(feed.start()) == 150
+    # The same run goes on in the newest day, still numbering low.
+    _append_day(root, "20260102", [(s, 5_000 + s) for s in range(51, 61)])
+    assert [r.seq for r in feed.poll()] == list(range(51, 61))
+
+
+def test_day_rollover_without_live_reads_the_old_days_last_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmdata.serve.market as market_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(market_mod.time, "monotonic", lambda: clock[0])
+    root = tmp_path / "binance" / "X"
+    _append_day(root, "20260101", [(s, 1_000 + s) for s in range(1, 11)])
+    feed = TradeFeed(root)
+    assert len(feed.start()) == 10
+    # The new day opens (overlap: rows 14.. go to both); the old day's last flush comes later.
+    _append_day(root, "20260102", [(s, 1_000 + s) for s in range(14, 17)])
+    clock[0] += 2
+    assert feed.poll() == []
+    _append_day(root, "20260101", [(s, 1_000 + s) for s in range(11, 17)])
+    clock[0] += 2
+    assert [r.seq for r in feed.poll()] == list(range(11, 17))
+    clock[0] += 6  # past the grace: the feed moves to the new day and skips what it had
+    _append_day(root, "20260102", [(s, 1_000 + s) for s in range(17, 19)])
+    assert [r.seq for r in feed.poll()] == [17, 18]
+
+
+def test_a_dead_live_file_does_not_freeze_the_feed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmdata.serve.market as market_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(market_mod.time, "monotonic", lambda: clock[0])
+    root = tmp_path / "binance" / "X"
+    (root / "live").mkdir(parents=True)
+    (root / "live" / "live_trades.ndjson").write_bytes(
+        b'{"recv_seq":1,"recv_time_ns":500,"event_time_ms":0,"trade_id":1,"price":"1","qty":"1","side":"buy"}\n'
+    )
+    _append_day(root, "20260101", [(s, 1_000 + s) for s in range(1, 4)])
+    feed = TradeFeed(root)
+    assert [r.seq for r in feed.start()] == [1, 2, 3]  # the live row is older than the history
+    _append_day(root, "20260101", [(s, 1_000 + s) for s in range(4, 6)])
+    assert feed.poll() == []  # live is still presumed current
+    clock[0] += 6
+    assert [r.seq for r in feed.poll()] == [4, 5]
+    assert feed.source == "day"
+    feed.close()
+
+
+def test_a_cancelled_load_stops_and_says_so(tmp_path: Path) -> None:
+    from mmdata.serve.market import LoadCancelled
+
+    root = tmp_path / "binance" / "X"
+    _append_day(root, "20260101", [(1, 1)])
+    feed = TradeFeed(root)
+    feed.cancel.set()
+    with pytest.raises(LoadCancelled):
+        feed.start(lambda rows: None)

@@ -582,9 +582,15 @@ def test_default_exchange_is_the_only_recorded_one_or_the_option(
 
 def test_a_folder_without_trades_is_unavailable_1013(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    (data / "binance" / "EMPTYUSDT").mkdir(parents=True)
+    (data / "binance" / "EMPTYUSDT" / "20260101").mkdir(parents=True)  # a day folder, no trades yet
+    (data / "binance" / "BAREUSDT").mkdir(parents=True)  # not even a day: not a recorded stream
 
     async def main() -> tuple[list[dict[str, Any]], int | None]:
+        async with metrics_server(data) as server:
+            with pytest.raises(InvalidStatus) as bare:
+                async with connect(url(server, symbols="BAREUSDT")):
+                    pass
+            assert bare.value.response.status_code == 404
         async with metrics_server(data) as server, feed(url(server, symbols="EMPTYUSDT")) as f:
             code = await f.wait_closed()
             return f.messages, code
@@ -763,16 +769,12 @@ def hostile_query(name: str, value: str) -> str:
 def test_hostile_values_get_a_json_4xx(running: Running, name: str, key: str) -> None:
     target = "/metrics?" + hostile_query(name, HOSTILE[key])
     with running.no_server_errors():
-        if (name, key) == ("symbols", "absolute"):
-            # /etc/passwd is reduced to the (empty) etcpasswd folder inside the root: no trades.
-            with ws_open(running.port, target) as ws:
-                statuses = [json.loads(ws.recv(timeout=10))["data"]["status"] for _ in range(2)]
-                assert statuses == ["subscribed", "unavailable"]
-        else:
-            answer = ws_refused(running.port, target)
-            text = assert_json_error(answer, (414,) if key in TOO_LONG_QUERY else (400, 404))
-            assert_printable_ascii(text)
-            assert SECRET not in text
+        # (/etc/passwd is reduced to the empty etcpasswd folder inside the root: not a recorded
+        # stream, so 404 like every other unknown symbol.)
+        answer = ws_refused(running.port, target)
+        text = assert_json_error(answer, (414,) if key in TOO_LONG_QUERY else (400, 404))
+        assert_printable_ascii(text)
+        assert SECRET not in text
         assert_inside(running)
         running.health()
 

@@ -27,9 +27,11 @@ Rows that do not parse are counted (``bad_rows``), never fatal.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -116,18 +118,46 @@ def _drain(tail: GzipTail) -> Iterator[bytes]:
 _ROTATED = re.compile(r"live_trades\.(\d{8}T\d{6})(?:-(\d+))?\.ndjson")
 
 
+class LoadCancelled(Exception):
+    """:meth:`TradeFeed.start` was told to stop (the server is closing)."""
+
+
+#: After a newer day folder appears, the old day's file is still read this long: its last
+#: flush (rows that arrived before the new day opened) comes after the new file exists.
+ROLLOVER_GRACE_S = 5.0
+#: A live file silent this long while the day files grow is an old run's: read the day files.
+LIVE_STALE_S = 5.0
+_DAY_SCAN_S = 1.0
+_CHUNK = 10_000
+
+
 class TradeFeed:
-    """One stream's trades: history, then live (see the module docstring)."""
+    """One stream's trades: history, then live (see the module docstring).
+
+    Duplicates (a row in both a day file and a live file, or in two day folders during the
+    recorder's day overlap) are dropped by a high-water mark on ``(recv_time_ns, recv_seq)``,
+    not on ``recv_seq`` alone: a restarted recorder may number from 1 again, but its wall
+    clock has moved on.
+    """
 
     def __init__(self, stream_root: Path, *, history_days: int = 30) -> None:
         self.root = stream_root
         self.history_days = history_days
-        self.last_seq = -1
+        self.last_key: tuple[int, int] = (-1, -1)
         self.bad_rows = 0
         self.source = "none"
+        self.cancel = threading.Event()
         self._live: LiveTail | None = None
+        self._live_quiet_since = time.monotonic()
         self._day: Path | None = None
         self._day_tail: GzipTail | None = None
+        self._newer_seen: float | None = None
+        self._scanned = 0.0
+
+    @property
+    def last_seq(self) -> int:
+        """``recv_seq`` of the newest trade taken (-1: none)."""
+        return self.last_key[1]
 
     def _take(self, rows: list[TradeRow], line: bytes, parse: Callable[[bytes], TradeRow | None]) -> None:
         if not line.strip() or line.startswith(b"recv_seq,"):
@@ -135,17 +165,32 @@ class TradeFeed:
         row = parse(line)
         if row is None:
             self.bad_rows += 1
-        elif row.seq > self.last_seq:
-            self.last_seq = row.seq
+            return
+        key = (row.recv_ns, row.seq)
+        if key > self.last_key:
+            self.last_key = key
             rows.append(row)
 
-    def start(self) -> list[TradeRow]:
-        """The history and whatever the live files add to it (blocking file reads)."""
+    def start(self, sink: Callable[[list[TradeRow]], object] | None = None) -> list[TradeRow]:
+        """The history and whatever the live files add to it (blocking file reads).
+
+        With ``sink``, rows are handed over in chunks as they are read (memory stays flat
+        for a month of trades) and the return value is empty. Setting :attr:`cancel` stops
+        the read with :class:`LoadCancelled`.
+        """
         live_path = self.root / "live" / LIVE_TRADES
         if live_path.is_file():
             # Opened first: whatever the recorder writes from now on is in it or after it.
             self._live = LiveTail(live_path, from_start=True)
         rows: list[TradeRow] = []
+
+        def flush(force: bool = False) -> None:
+            if self.cancel.is_set():
+                raise LoadCancelled
+            if sink is not None and rows and (force or len(rows) >= _CHUNK):
+                sink(rows[:])
+                rows.clear()
+
         days = _day_folders(self.root)
         if days:
             newest = days[-1].name
@@ -157,8 +202,10 @@ class TradeFeed:
                 if path is None:
                     continue
                 tail = GzipTail(path)
-                for line in _drain(tail):
-                    self._take(rows, line, _csv_trade)
+                while lines := tail.poll():
+                    for line in lines:
+                        self._take(rows, line, _csv_trade)
+                    flush()
                 if day == days[-1]:
                     self._day, self._day_tail = day, tail
         if self._live is not None:
@@ -167,10 +214,13 @@ class TradeFeed:
                 with contextlib.suppress(OSError):
                     for line in path.read_bytes().splitlines():
                         self._take(rows, line, _json_trade)
+                flush()
             for line in self._live.poll():
                 self._take(rows, line, _json_trade)
         elif self._day_tail is not None:
             self.source = "day"
+        self._live_quiet_since = time.monotonic()
+        flush(force=True)
         return rows
 
     def _rotated_since(self) -> list[Path]:
@@ -190,7 +240,7 @@ class TradeFeed:
             except OSError:
                 continue
             row = _json_trade(first)
-            if row is not None and row.seq <= self.last_seq:
+            if row is not None and (row.recv_ns, row.seq) <= self.last_key:
                 break  # this one reaches back into the history: older ones add nothing
         out.reverse()
         return out
@@ -198,23 +248,50 @@ class TradeFeed:
     def poll(self) -> list[TradeRow]:
         """Trades that arrived since the last call."""
         rows: list[TradeRow] = []
+        now = time.monotonic()
         if self._live is not None:
             for line in self._live.poll():
                 self._take(rows, line, _json_trade)
-            return rows
+            if rows:
+                self._live_quiet_since = now
+                self.source = "live"
+                return rows
+            if now - self._live_quiet_since < LIVE_STALE_S:
+                return rows
+            # A silent live file: maybe a run recording without live/ now writes the day files.
+        before = len(rows)
+        self._poll_days(rows, now)
+        if len(rows) > before and self._live is not None:
+            self.source = "day"
+        return rows
+
+    def _poll_days(self, rows: list[TradeRow], now: float) -> None:
         if self._day_tail is not None:
             for line in self._day_tail.poll():
                 self._take(rows, line, _csv_trade)
+        if now - self._scanned < _DAY_SCAN_S:
+            return  # a directory listing per poll would cost more than the poll
+        self._scanned = now
         days = _day_folders(self.root)
-        if days and (self._day is None or days[-1].name > self._day.name):
-            path = _trades_file(days[-1])
-            if path is not None:
-                # A new day: its file starts from its beginning; seq skips what was seen.
-                self._day, self._day_tail = days[-1], GzipTail(path)
-                self.source = "day"
-                for line in _drain(self._day_tail):
-                    self._take(rows, line, _csv_trade)
-        return rows
+        if not days or (self._day is not None and days[-1].name <= self._day.name):
+            self._newer_seen = None
+            return
+        path = _trades_file(days[-1])
+        if path is None:
+            return
+        if self._day_tail is not None:
+            # The old day's last flush (rows from before the new day opened) comes after the
+            # new file exists; during the recorder's day overlap every row goes to both, so
+            # reading on in the old day for a few seconds loses nothing and repeats nothing.
+            if self._newer_seen is None:
+                self._newer_seen = now
+            if now - self._newer_seen < ROLLOVER_GRACE_S:
+                return
+        self._day, self._day_tail, self._newer_seen = days[-1], GzipTail(path), None
+        if self.source == "none":
+            self.source = "day"
+        for line in _drain(self._day_tail):
+            self._take(rows, line, _csv_trade)  # what the old day already gave is skipped
 
     def close(self) -> None:
         """Close the files."""
@@ -224,6 +301,16 @@ class TradeFeed:
 
 def _day_number(label: str) -> int:
     return date(int(label[:4]), int(label[4:6]), int(label[6:])).toordinal()
+
+
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _history_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for history reads (two: the disk, not the CPU count, is the limit)."""
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mmdata-history"))
+    return _POOL[0]
 
 
 @dataclass(slots=True)
@@ -260,7 +347,7 @@ class Market:
         self._loading: asyncio.Future[None] | None = None
 
     def _load(self) -> None:
-        self._fold(self.feed.start())
+        self.feed.start(self._fold)  # folded chunk by chunk: a month of trades is never a list
 
     def _fold(self, rows: list[TradeRow]) -> set[int]:
         changed: set[int] = set()
@@ -275,12 +362,19 @@ class Market:
         return changed
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            self._loading = asyncio.ensure_future(asyncio.to_thread(self._load))
+            # Its own small pool: long history reads never queue the metrics' computations.
+            self._loading = loop.run_in_executor(_history_pool(), self._load)
             await asyncio.shield(self._loading)
+        except LoadCancelled:
+            return
         except (StoreError, OSError) as exc:
             self.error = f"cannot read the recorded trades: {exc}"
             log.warning("%s %s: %s", self.exchange, self.symbol, self.error)
+        except Exception as exc:  # e.g. MemoryError: say so rather than look ready and never move
+            self.error = f"reading the recorded trades failed: {exc!r}"
+            log.exception("%s %s: history load failed", self.exchange, self.symbol)
         finally:
             self.ready.set()
         if self.error:
@@ -289,8 +383,8 @@ class Market:
             await asyncio.sleep(self.config.poll_s)
             try:
                 rows = self.feed.poll()
-            except (StoreError, OSError) as exc:
-                log.warning("%s %s: reading trades failed: %s", self.exchange, self.symbol, exc)
+            except Exception as exc:  # keep polling: a damaged or replaced file is retried
+                log.warning("%s %s: reading trades failed: %r", self.exchange, self.symbol, exc)
                 continue
             self.last_poll_ns = time.time_ns()
             if not rows:
@@ -309,6 +403,7 @@ class Market:
 
     async def stop(self) -> None:
         """Stop reading and close the files."""
+        self.feed.cancel.set()  # a history read still running stops at its next chunk
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -345,9 +440,19 @@ class Markets:
     data_dir: Path
     config: MarketConfig = field(default_factory=MarketConfig)
     markets: dict[tuple[str, str], Market] = field(default_factory=dict)
+    _listed: tuple[float, list[StreamInfo]] = (-1e18, [])
 
     def catalog(self) -> list[StreamInfo]:
-        """Every recorded (exchange, symbol) under the data root."""
+        """Every recorded (exchange, symbol) under the data root (listed at most every 10 s:
+        it reads each stream's newest ledger, and clients naming unknown symbols ask for it)."""
+        now = time.monotonic()
+        if now - self._listed[0] < 10.0:
+            return list(self._listed[1])
+        out = self._list()
+        self._listed = (now, out)
+        return list(out)
+
+    def _list(self) -> list[StreamInfo]:
         out: list[StreamInfo] = []
         for venue in sorted(EXCHANGES):
             try:

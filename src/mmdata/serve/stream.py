@@ -406,7 +406,7 @@ class StreamServer:
         self._trades: dict[_Key, dict[str, set[_Client]]] = {}
         self._listening: dict[_Key, Market] = {}
         self._channel: dict[str, set[_Client]] = {name: set() for name in PUBLISH_CHANNELS}
-        self._entries: dict[_Key, tuple[tuple[int, int], bytes]] = {}
+        self._entries: dict[_Key, tuple[tuple[int, int, int], bytes]] = {}
         self._portfolio: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -899,7 +899,7 @@ class StreamServer:
             # until ``ready``: they must not be read before.
             return b'{"exchange":' + orjson.dumps(exchange) + _NULL_ENTRY_TAIL
         minute = now_ms - now_ms % _MINUTE_MS
-        stamp = (minute, market.feed.last_seq)
+        stamp = (minute, *market.feed.last_key)
         cached = self._entries.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
