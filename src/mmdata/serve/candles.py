@@ -51,10 +51,10 @@ from websockets.protocol import State
 from mmdata.candles import VALID_INTERVALS, Interval, InvalidInterval, parse_interval
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
-from mmdata.serve.params import BadRequest
+from mmdata.serve.params import BadRequest, safe_text
 from mmdata.serve.relay import json_response
 
-__all__ = ["CandleOptions", "CandleServer", "default_exchange"]
+__all__ = ["CandleOptions", "CandleServer"]
 
 log = logging.getLogger("mmdata.serve")
 
@@ -78,19 +78,6 @@ class CandleOptions:
     drop_bytes: int = 8 << 20
     ready_timeout_s: float = 30.0
     ping_interval_s: float = 20.0
-
-
-def default_exchange(markets: Markets, configured: str | None) -> str:
-    """``configured``, else the only recorded exchange, else ``binance``."""
-    if configured:
-        return configured.strip().lower()
-    venues = {s.exchange for s in markets.catalog()}
-    return venues.pop() if len(venues) == 1 else "binance"
-
-
-def _safe(text: str, limit: int = 40) -> str:
-    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:limit])
-    return cleaned + ("..." if len(text) > limit else "")
 
 
 class _Reject(Exception):
@@ -154,7 +141,7 @@ class CandleServer:
     async def start(self) -> Server:
         """Listen (``port=0`` picks a free port: read it from :attr:`port`)."""
         opts = self.options
-        self._exchange = default_exchange(self.markets, opts.default_exchange)
+        self._exchange = self.markets.default_exchange(opts.default_exchange)
         self.server = await serve(
             self._handler,
             opts.host,
@@ -302,7 +289,7 @@ class CandleServer:
         elif kind == "unsubscribe":
             self._unsubscribe(client, msg)
         else:
-            raise _Reject(f"Unknown message type: {_safe(kind)}. Valid: subscribe, unsubscribe, ping")
+            raise _Reject(f"Unknown message type: {safe_text(kind)}. Valid: subscribe, unsubscribe, ping")
 
     def _target(self, msg: dict[str, Any]) -> tuple[str, str, Interval]:
         symbol = msg.get("symbol")
@@ -317,7 +304,7 @@ class CandleServer:
             text = msg.get("interval")
             if not isinstance(text, str):
                 raise _Reject(_FORMAT + ": interval must be a string") from None
-            raise _Reject(f"Invalid interval: {_safe(text)}. Valid: {VALID_INTERVALS}") from None
+            raise _Reject(f"Invalid interval: {safe_text(text)}. Valid: {VALID_INTERVALS}") from None
         return exchange.strip().lower(), symbol, interval
 
     def _market(self, exchange: str, symbol: str) -> Market:
@@ -326,7 +313,7 @@ class CandleServer:
         except BadRequest as exc:
             recorded = [s.symbol for s in self.markets.catalog() if s.exchange == exchange][:20]
             hint = f" Recorded for {exchange}: {', '.join(recorded)}" if recorded else ""
-            raise _Reject(f"Invalid symbol: {_safe(symbol)}. {exc.message}.{hint}") from None
+            raise _Reject(f"Invalid symbol: {safe_text(symbol)}. {exc.message}.{hint}") from None
         return self.markets.get(stream)
 
     async def _subscribe(self, client: _Client, msg: dict[str, Any]) -> None:
@@ -343,9 +330,9 @@ class CandleServer:
         try:
             await asyncio.wait_for(market.ready.wait(), opts.ready_timeout_s)
         except TimeoutError:
-            raise _Reject(f"Symbol {_safe(symbol)} is still being loaded; retry shortly") from None
+            raise _Reject(f"Symbol {safe_text(symbol)} is still being loaded; retry shortly") from None
         if market.error:
-            raise _Reject(f"Invalid symbol: {_safe(symbol)}. {market.error}")
+            raise _Reject(f"Invalid symbol: {safe_text(symbol)}. {market.error}")
         if client.closing or client.ws.protocol.state is not State.OPEN:
             return
         room = self.rooms.get(key)  # again: the await above may have let another client create it
@@ -372,7 +359,7 @@ class CandleServer:
         exchange, symbol, interval = self._target(msg)
         room = self.rooms.get(f"{exchange}:{symbol}:{interval.name}")
         if room is None or client not in room.clients:
-            raise _Reject(f"Not subscribed: {_safe(symbol)} {interval.name}")
+            raise _Reject(f"Not subscribed: {safe_text(symbol)} {interval.name}")
         self._leave(client, room)
         self._send(
             client,

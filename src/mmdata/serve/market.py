@@ -509,6 +509,13 @@ class Markets:
             market.start()
         return market
 
+    def default_exchange(self, configured: str | None) -> str:
+        """``configured``, else the only recorded exchange, else ``binance``."""
+        if configured:
+            return configured.strip().lower()
+        venues = {s.exchange for s in self.catalog()}
+        return venues.pop() if len(venues) == 1 else "binance"
+
     def preload(self) -> int:
         """Start reading every recorded stream now (a first client then finds it ready)."""
         n = 0

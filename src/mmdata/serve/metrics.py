@@ -72,7 +72,7 @@ from mmdata.candles.metrics import (
 from mmdata.serve.follow import status_message
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
-from mmdata.serve.params import BadRequest, Stream, parse_query
+from mmdata.serve.params import BadRequest, Stream, parse_query, safe_text
 from mmdata.serve.relay import json_response
 
 __all__ = ["MetricsOptions", "MetricsServer", "Subscription", "compute_metric"]
@@ -83,7 +83,6 @@ Floats = np.ndarray[Any, np.dtype[np.float64]]
 Ints = np.ndarray[Any, np.dtype[np.int64]]
 
 _PATHS: Final = ("/metrics", "/")
-_DEFAULT_EXCHANGE_TTL_S: Final = 10.0
 
 
 @dataclass(slots=True)
@@ -372,11 +371,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _safe(text: str, limit: int = 40) -> str:
-    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:limit])
-    return cleaned + ("..." if len(text) > limit else "")
-
-
 # -- the server -------------------------------------------------------------------------------------
 
 
@@ -396,7 +390,6 @@ class MetricsServer:
         self._groups: dict[tuple[str, tuple[str, ...], str, int, str], _Group] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # series builds and computations under way
-        self._default: tuple[float, str] | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
     async def start(self) -> Server:
@@ -477,16 +470,6 @@ class MetricsServer:
             ],
         }
 
-    def _default_exchange(self) -> str:
-        """``default_exchange``, else the only recorded exchange, else binance (cached 10 s)."""
-        if self.options.default_exchange:
-            return self.options.default_exchange
-        now = time.monotonic()
-        if self._default is None or now - self._default[0] > _DEFAULT_EXCHANGE_TTL_S:
-            venues = {s.exchange for s in self.markets.catalog()}
-            self._default = (now, venues.pop() if len(venues) == 1 else "binance")
-        return self._default[1]
-
     def parse(self, target: str) -> Subscription:
         """The subscription a request target asks for (BadRequest with status and message)."""
         opts = self.options
@@ -499,7 +482,7 @@ class MetricsServer:
             raise BadRequest(400, "symbols must be comma-separated symbols without empty items")
         metric = params.get("metric") or ("correlation" if len(items) > 1 else "volatility")
         if metric not in METRICS:
-            raise BadRequest(400, f"metric must be correlation or volatility, not {_safe(metric)!r}")
+            raise BadRequest(400, f"metric must be correlation or volatility, not {safe_text(metric)!r}")
         need = 2 if metric == "correlation" else 1
         if not need <= len(items) <= opts.max_symbols:
             raise BadRequest(400, f"{metric} takes {need} to {opts.max_symbols} symbols, got {len(items)}")
@@ -515,15 +498,15 @@ class MetricsServer:
         n = window_ms // interval.ms
         if n < 2:
             raise BadRequest(
-                400, f"window must span at least 2 intervals of {interval.name}, got {_safe(window_text)}"
+                400, f"window must span at least 2 intervals of {interval.name}, got {safe_text(window_text)}"
             )
         if n > opts.max_points:
             raise BadRequest(
                 400,
-                f"window {_safe(window_text)} is {n} intervals of {interval.name}; "
+                f"window {safe_text(window_text)} is {n} intervals of {interval.name}; "
                 f"at most {opts.max_points} (use a longer interval)",
             )
-        exchange = params.get("exchange") or self._default_exchange()
+        exchange = params.get("exchange") or self.markets.default_exchange(self.options.default_exchange)
         streams = tuple(self.markets.resolve(exchange, t) for t in items)
         if len({s.symbol_fs for s in streams}) < len(streams):
             raise BadRequest(400, "symbols must name different streams (BTC/USDT and BTCUSDT are the same)")
@@ -571,7 +554,7 @@ class MetricsServer:
             try:
                 sub = self.parse(ws.request.path)
             except BadRequest as exc:  # the data root changed since the handshake was checked
-                await ws.close(1008, _safe(exc.message, 100))
+                await ws.close(1008, safe_text(exc.message, 100))
                 return
             await self._serve(ws, sub)
         except ConnectionClosed:
@@ -613,7 +596,7 @@ class MetricsServer:
         for text, market in zip(sub.texts, markets, strict=True):
             why = market.error or ("" if market.feed.source != "none" else "no recorded trades")
             if why:
-                await _send(ws, self._status(sub, "unavailable", f"{_safe(text)}: {why}"))
+                await _send(ws, self._status(sub, "unavailable", f"{safe_text(text)}: {why}"))
                 await ws.close(1013, "stream unavailable")
                 return
         group = self._join(sub, markets)
@@ -670,7 +653,7 @@ class MetricsServer:
             data: dict[str, Any] = {}
             ping_id = doc.get("id")
             if isinstance(ping_id, int | str) and not isinstance(ping_id, bool) and len(str(ping_id)) <= 64:
-                data["id"] = ping_id if isinstance(ping_id, int) else _safe(ping_id, 64)
+                data["id"] = ping_id if isinstance(ping_id, int) else safe_text(ping_id, 64)
             return orjson.dumps(
                 {
                     "type": "pong",
@@ -685,7 +668,7 @@ class MetricsServer:
         elif not isinstance(doc, dict):
             what = "not a JSON object"
         else:
-            what = f"unknown type {_safe(str(doc.get('type')))!r}"
+            what = f"unknown type {safe_text(str(doc.get('type')))!r}"
         return self._status(
             sub,
             "error",

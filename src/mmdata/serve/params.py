@@ -18,7 +18,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from mmdata.exchanges import EXCHANGES
 
-__all__ = ["MAX_VALUE_CHARS", "BadRequest", "Stream", "parse_int", "parse_query", "resolve_stream"]
+__all__ = [
+    "MAX_VALUE_CHARS",
+    "BadRequest",
+    "Stream",
+    "parse_int",
+    "parse_query",
+    "resolve_stream",
+    "safe_text",
+]
 
 #: Longest accepted query value (a symbol is far shorter; anything longer is an attack or a mistake).
 MAX_VALUE_CHARS = 64
@@ -57,17 +65,17 @@ def parse_query(path: str) -> dict[str, str]:
     for key, values in pairs.items():
         value = values[-1]
         if len(value) > MAX_VALUE_CHARS:
-            raise BadRequest(400, f"{_safe(key)} is too long (at most {MAX_VALUE_CHARS} characters)")
+            raise BadRequest(400, f"{safe_text(key)} is too long (at most {MAX_VALUE_CHARS} characters)")
         if not value.isascii() or not value.isprintable():
-            raise BadRequest(400, f"{_safe(key)} must be printable ASCII")
+            raise BadRequest(400, f"{safe_text(key)} must be printable ASCII")
         out[key] = value
     return out
 
 
-def _safe(text: str) -> str:
-    """Echo client text only as printable ASCII, truncated."""
-    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:40])
-    return cleaned + ("..." if len(text) > 40 else "")
+def safe_text(text: str, limit: int = 40) -> str:
+    """Client text as it may be echoed: printable ASCII only, cut at ``limit`` characters."""
+    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:limit])
+    return cleaned + ("..." if len(text) > limit else "")
 
 
 def parse_int(params: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -89,13 +97,15 @@ def resolve_stream(data_dir: Path, exchange: str | None, symbol: str | None) -> 
         raise BadRequest(400, "exchange is required (binance, kraken or bitfinex)")
     venue = exchange.strip().lower()
     if venue not in EXCHANGES:
-        raise BadRequest(400, f"unknown exchange {_safe(exchange)!r}: one of {', '.join(sorted(EXCHANGES))}")
+        raise BadRequest(
+            400, f"unknown exchange {safe_text(exchange)!r}: one of {', '.join(sorted(EXCHANGES))}"
+        )
     if not symbol:
         raise BadRequest(400, "symbol is required (e.g. BTCUSDT, BTC/USD, tBTCUSD)")
     fs = symbol.strip().translate(_DROP)
     if not _FS.match(fs):
         raise BadRequest(
-            400, f"symbol {_safe(symbol)!r} is not a symbol (letters and digits, optional / - :)"
+            400, f"symbol {safe_text(symbol)!r} is not a symbol (letters and digits, optional / - :)"
         )
     venue_dir = data_dir / venue
     try:
@@ -105,6 +115,6 @@ def resolve_stream(data_dir: Path, exchange: str | None, symbol: str | None) -> 
     if fs not in names:
         matches = [n for n in names if n.upper() == fs.upper()]
         if len(matches) != 1:
-            raise BadRequest(404, f"no recorded data for {venue} {_safe(symbol)}")
+            raise BadRequest(404, f"no recorded data for {venue} {safe_text(symbol)}")
         fs = matches[0]
     return Stream(venue, fs, venue_dir / fs)

@@ -62,10 +62,9 @@ from mmdata.candles import CandleAggregator, iso_time
 from mmdata.candles.aggregate import decimal_text, json_number, parse_decimal
 from mmdata.errors import ConfigError, ConnectionFailed, ConnectionLost
 from mmdata.exchanges import EXCHANGES
-from mmdata.serve.candles import default_exchange
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
-from mmdata.serve.params import MAX_VALUE_CHARS, BadRequest, Stream, parse_query
+from mmdata.serve.params import MAX_VALUE_CHARS, BadRequest, Stream, parse_query, safe_text
 from mmdata.serve.relay import json_response
 
 __all__ = [
@@ -111,14 +110,8 @@ def _stamp() -> str:
     return iso_time(_now_ms())
 
 
-def _safe(text: str, limit: int = 40) -> str:
-    """Client text echoed only as printable ASCII, truncated."""
-    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:limit])
-    return cleaned + ("..." if len(text) > limit else "")
-
-
 def _shown(value: object) -> str:
-    return _safe(value) if isinstance(value, str) else type(value).__name__
+    return safe_text(value) if isinstance(value, str) else type(value).__name__
 
 
 # -- options ------------------------------------------------------------------------------------------
@@ -169,15 +162,15 @@ class StreamOptions:
             try:
                 value = float(text)
             except ValueError:
-                raise ConfigError(f"{name} must be a number, got {_safe(text)!r}") from None
+                raise ConfigError(f"{name} must be a number, got {safe_text(text)!r}") from None
             if not lo <= value < float("inf"):
-                raise ConfigError(f"{name} must be at least {lo:g}, got {_safe(text)!r}")
+                raise ConfigError(f"{name} must be at least {lo:g}, got {safe_text(text)!r}")
             return value
 
         enabled = env.get("WEBSOCKET_ENABLED", "").strip().lower()
         if enabled:
             if enabled not in _TRUE | _FALSE:
-                raise ConfigError(f"WEBSOCKET_ENABLED must be true or false, got {_safe(enabled)!r}")
+                raise ConfigError(f"WEBSOCKET_ENABLED must be true or false, got {safe_text(enabled)!r}")
             out.enabled = enabled in _TRUE
         if (v := number("WEBSOCKET_PING_INTERVAL", 0)) is not None:
             out.ping_interval_s = v
@@ -188,7 +181,9 @@ class StreamOptions:
         text = env.get("WEBSOCKET_MAX_CONNECTIONS", "").strip()
         if text:
             if not text.isdigit() or int(text) < 1:
-                raise ConfigError(f"WEBSOCKET_MAX_CONNECTIONS must be an integer >= 1, got {_safe(text)!r}")
+                raise ConfigError(
+                    f"WEBSOCKET_MAX_CONNECTIONS must be an integer >= 1, got {safe_text(text)!r}"
+                )
             out.max_connections = int(text)
         token = env.get("MMDATA_PUBLISH_TOKEN", "")
         if token:
@@ -427,7 +422,7 @@ class StreamServer:
             raise ConfigError(
                 f"unknown default exchange {opts.default_exchange!r}: one of {', '.join(sorted(EXCHANGES))}"
             )
-        self._exchange = default_exchange(self.markets, opts.default_exchange)
+        self._exchange = self.markets.default_exchange(opts.default_exchange)
         self.server = await serve(
             self._handler,
             opts.host,
@@ -696,7 +691,7 @@ class StreamServer:
             elif kind == "unsubscribe":
                 self._unsubscribe(client, msg)
             else:
-                raise _Reject(f"Unknown message type: {_safe(kind)}. Valid: ping, subscribe, unsubscribe")
+                raise _Reject(f"Unknown message type: {safe_text(kind)}. Valid: ping, subscribe, unsubscribe")
         except _Reject as exc:
             self._error(client, str(exc))
         except Exception:  # a bug must cost one message, not the connection
@@ -711,7 +706,7 @@ class StreamServer:
             raise _Reject(_FORMAT + ": channel must be a string. Valid: " + ", ".join(CHANNELS))
         name = _ALIASES.get(channel, channel)
         if name not in CHANNELS:
-            raise _Reject(f"Unknown channel: {_safe(channel)}. Valid: {', '.join(CHANNELS)}")
+            raise _Reject(f"Unknown channel: {safe_text(channel)}. Valid: {', '.join(CHANNELS)}")
         return name
 
     def _symbols_of(self, msg: dict[str, Any]) -> list[str]:
@@ -734,7 +729,7 @@ class StreamServer:
                 or not symbol.isprintable()
             ):
                 raise _Reject(
-                    f"Invalid symbol: {_safe(symbol)}. A symbol is 1 to {MAX_VALUE_CHARS} printable "
+                    f"Invalid symbol: {safe_text(symbol)}. A symbol is 1 to {MAX_VALUE_CHARS} printable "
                     "ASCII characters (BTCUSDT, BTC/USD, tBTCUSD)"
                 )
             if symbol not in out:
@@ -749,7 +744,7 @@ class StreamServer:
             raise _Reject(_FORMAT + ": exchange must be a string")
         venue = exchange.strip().lower()
         if venue not in EXCHANGES:
-            raise _Reject(f"Invalid exchange: {_safe(exchange)}. Valid: {', '.join(sorted(EXCHANGES))}")
+            raise _Reject(f"Invalid exchange: {safe_text(exchange)}. Valid: {', '.join(sorted(EXCHANGES))}")
         return venue
 
     async def _subscribe(self, client: _Client, msg: dict[str, Any]) -> None:
@@ -767,17 +762,18 @@ class StreamServer:
             try:
                 stream = self.markets.resolve(exchange, symbol)
             except BadRequest as exc:
-                raise _Reject(f"Invalid symbol: {_safe(symbol)}. {exc.message}") from None
+                raise _Reject(f"Invalid symbol: {safe_text(symbol)}. {exc.message}") from None
             held = current.get(symbol)
             if held is not None and held != stream:
                 raise _Reject(
-                    f"Symbol {_safe(symbol)} is already subscribed on {held.exchange} in {channel}: "
+                    f"Symbol {safe_text(symbol)} is already subscribed on {held.exchange} in {channel}: "
                     "unsubscribe it first"
                 )
             for label, other in (*current.items(), *wanted.items()):
                 if other == stream and label != symbol:
                     raise _Reject(
-                        f"Symbol {_safe(symbol)} names the stream already subscribed as {_safe(label)}"
+                        f"Symbol {safe_text(symbol)} names the stream already subscribed "
+                        f"as {safe_text(label)}"
                     )
             wanted[symbol] = stream
         if len(set(current) | set(wanted)) > self.options.max_symbols:
@@ -787,12 +783,14 @@ class StreamServer:
             try:
                 await asyncio.wait_for(market.ready.wait(), self.options.ready_timeout_s)
             except TimeoutError:
-                raise _Reject(f"Symbol {_safe(symbol)} is still being loaded; retry shortly") from None
+                raise _Reject(f"Symbol {safe_text(symbol)} is still being loaded; retry shortly") from None
             if market.error:
-                raise _Reject(f"Invalid symbol: {_safe(symbol)}. {market.error}")
+                raise _Reject(f"Invalid symbol: {safe_text(symbol)}. {market.error}")
             if market.feed.source == "none":
                 # A folder without a day folder or live file (yet): nothing to serve.
-                raise _Reject(f"Invalid symbol: {_safe(symbol)}. no recorded data for {stream.exchange} yet")
+                raise _Reject(
+                    f"Invalid symbol: {safe_text(symbol)}. no recorded data for {stream.exchange} yet"
+                )
         if client.closing:
             return
         # Applied in one step (no await from here): the ack comes before the next broadcast.
@@ -811,7 +809,7 @@ class StreamServer:
             norm = _norm_symbol(symbol)
             if not norm.isalnum() or len(norm) > 32:
                 raise _Reject(
-                    f"Invalid symbol: {_safe(symbol)}. A symbol is letters and digits, optional / - :"
+                    f"Invalid symbol: {safe_text(symbol)}. A symbol is letters and digits, optional / - :"
                 )
             filters.add(norm)
         current = client.publish_subs.get(channel, set())
