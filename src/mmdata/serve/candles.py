@@ -52,7 +52,7 @@ from mmdata.candles import VALID_INTERVALS, Interval, InvalidInterval, parse_int
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
 from mmdata.serve.params import BadRequest, safe_text
-from mmdata.serve.relay import json_response
+from mmdata.serve.relay import json_response, need_upgrade, too_many_connections
 
 __all__ = ["CandleOptions", "CandleServer"]
 
@@ -191,16 +191,8 @@ class CandleServer:
             )
         if len(self.clients) >= self.options.max_connections:
             self.refused += 1
-            return json_response(
-                503,
-                {"error": f"too many connections (at most {self.options.max_connections}); retry later"},
-                {"Retry-After": "5"},
-            )
-        if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
-            return json_response(
-                426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"}
-            )
-        return None
+            return too_many_connections(self.options.max_connections)
+        return need_upgrade(request)
 
     def health(self) -> dict[str, Any]:
         """``/health``."""

@@ -73,7 +73,7 @@ from mmdata.serve.follow import status_message
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
 from mmdata.serve.params import BadRequest, Stream, parse_query, safe_text
-from mmdata.serve.relay import json_response
+from mmdata.serve.relay import json_response, need_upgrade, too_many_connections
 
 __all__ = ["MetricsOptions", "MetricsServer", "Subscription", "compute_metric"]
 
@@ -525,21 +525,12 @@ class MetricsServer:
             )
         if self.connections >= self.options.max_connections:
             self.refused += 1
-            return json_response(
-                503,
-                {"error": f"too many connections (at most {self.options.max_connections}); retry later"},
-                {"Retry-After": "5"},
-            )
+            return too_many_connections(self.options.max_connections)
         try:
             self.parse(request.path)
         except BadRequest as exc:
             return json_response(exc.status, {"error": exc.message})
-        # get_all: a proxy may send two Connection headers (get() raises on that).
-        if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
-            return json_response(
-                426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"}
-            )
-        return None
+        return need_upgrade(request)
 
     # -- WebSocket side -------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:

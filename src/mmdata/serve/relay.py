@@ -42,7 +42,14 @@ from mmdata.serve.hub import LANE, Hub, Hubs, Subscriber, frame
 from mmdata.serve.params import BadRequest, Stream, parse_int, parse_query, resolve_stream
 from mmdata.serve.sources import day_items, newest_day
 
-__all__ = ["RelayOptions", "RelayServer", "RestServer", "json_response"]
+__all__ = [
+    "RelayOptions",
+    "RelayServer",
+    "RestServer",
+    "json_response",
+    "need_upgrade",
+    "too_many_connections",
+]
 
 _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _REPLAY_CHUNK = 2_000
@@ -59,6 +66,21 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
         h[k] = v
     reason = _REASONS.get(status, "Error")
     return Response(status, reason, h, data)
+
+
+def too_many_connections(limit: int) -> Response:
+    """HTTP 503 for a handshake beyond ``limit`` connections (with Retry-After)."""
+    return json_response(
+        503, {"error": f"too many connections (at most {limit}); retry later"}, {"Retry-After": "5"}
+    )
+
+
+def need_upgrade(request: Request) -> Response | None:
+    """HTTP 426 for a plain HTTP request to a WebSocket path; None for a real handshake."""
+    # get_all: a proxy may send two Connection headers (get() raises on that).
+    if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
+        return json_response(426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"})
+    return None
 
 
 _REASONS = {
@@ -139,21 +161,12 @@ class RelayServer:
             )
         if self.connections >= self.options.max_connections:
             self.refused += 1
-            return json_response(
-                503,
-                {"error": f"too many connections (at most {self.options.max_connections}); retry later"},
-                {"Retry-After": "5"},
-            )
+            return too_many_connections(self.options.max_connections)
         try:
             self._parse(request.path)
         except BadRequest as exc:
             return json_response(exc.status, {"error": exc.message})
-        # get_all: a proxy may send two Connection headers (get() raises on that).
-        if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
-            return json_response(
-                426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"}
-            )
-        return None
+        return need_upgrade(request)
 
     def health(self) -> dict[str, Any]:
         """``/health``: uptime, connections and per-stream figures."""

@@ -65,7 +65,7 @@ from mmdata.exchanges import EXCHANGES
 from mmdata.serve.hub import frame
 from mmdata.serve.market import Market, Markets, TradeRow
 from mmdata.serve.params import MAX_VALUE_CHARS, BadRequest, Stream, parse_query, safe_text
-from mmdata.serve.relay import json_response
+from mmdata.serve.relay import json_response, need_upgrade, too_many_connections
 
 __all__ = [
     "CHANNELS",
@@ -518,16 +518,12 @@ class StreamServer:
             )
         if self.connections >= self.options.max_connections:
             self.refused += 1
-            return json_response(
-                503,
-                {"error": f"too many connections (at most {self.options.max_connections}); retry later"},
-                {"Retry-After": "5"},
-            )
+            return too_many_connections(self.options.max_connections)
         try:
             self._connection_params(request.path)
         except BadRequest as exc:
             return json_response(exc.status, {"error": exc.message})
-        return _need_upgrade(request)
+        return need_upgrade(request)
 
     def _connection_params(self, target: str) -> tuple[str, str]:
         """``client_id`` (a UUID4 when absent) and the connection's default exchange."""
@@ -574,7 +570,7 @@ class StreamServer:
             )
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
             return json_response(401, {"error": "wrong token"}, unauthorized)
-        upgrade = _need_upgrade(request)
+        upgrade = need_upgrade(request)
         if upgrade is None:
             # Authenticated: this connection may send larger frames (a portfolio state). The
             # parser reads the limit when the first frame's bytes arrive, after this answer.
@@ -1085,13 +1081,6 @@ class StreamServer:
         except ValueError as exc:
             raise _Reject(str(exc)) from None
         return {"type": "published", "channel": _ALIASES.get(channel, channel), "delivered": delivered}
-
-
-def _need_upgrade(request: Request) -> Response | None:
-    # get_all: a proxy may send two Connection headers (get() raises on that).
-    if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
-        return json_response(426, {"error": "this is a WebSocket endpoint: connect with a WebSocket client"})
-    return None
 
 
 # -- publishing client ----------------------------------------------------------------------------
