@@ -166,12 +166,16 @@ class DayReport:
 
 
 def sample_every(folder: DayFolder) -> int:
-    """Compare every k-th book frame (by ``recv_seq``): about 7 in 50 on small days, fewer on
-    big ones, so that a day of a million frames still compares ~30,000 of them."""
+    """Compare every k-th book frame (by ``recv_seq``): all of them on small days (a day with
+    sparse frames, e.g. ``--book-frame-interval-ms``, could otherwise have none whose
+    ``recv_seq`` falls on the sample), 1 in 7 on mid-size days, 1 in 31 on big ones, so that a
+    day of a million frames still compares ~30,000 of them."""
     try:
         size = folder.layout.diffs.stat().st_size
     except OSError:
         return 7
+    if size < (1 << 20):
+        return 1
     return 7 if size < (8 << 20) else 31
 
 
