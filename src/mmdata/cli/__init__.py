@@ -53,6 +53,7 @@ def _root(
 # Command modules register themselves on `app` when imported.
 from mmdata.cli import demo as _demo  # noqa: E402, F401
 from mmdata.cli import export as _export  # noqa: E402, F401
+from mmdata.cli import history as _history  # noqa: E402, F401
 from mmdata.cli import record as _record  # noqa: E402, F401
 from mmdata.cli import replay as _replay  # noqa: E402, F401
 from mmdata.cli import serve as _serve  # noqa: E402, F401
