@@ -106,7 +106,15 @@ def test_fetched_trades_and_candles_equal_what_the_recorder_recorded(tmp_path: P
         hist = tmp_path / "hist"
         common = {"exchange": exchange, "symbol": symbol, "out_root": hist, "rest_url": sim.rest_url}
         fetched = fetch_history(
-            FetchOptions(**common, kind="trades", interval=None, start_ms=first + 1, end_ms=last, page_limit=37, pace_s=0),
+            FetchOptions(
+                **common,
+                kind="trades",
+                interval=None,
+                start_ms=first + 1,
+                end_ms=last,
+                page_limit=37,
+                pace_s=0,
+            ),
             now_ms=sim.now_ms(),
         )
         assert fetched.rows > 0
