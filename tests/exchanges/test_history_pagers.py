@@ -129,7 +129,11 @@ def test_candle_pages_equal_one_big_page(
     step = {"1m": MIN, "5m": 5 * MIN, "1h": HOUR}[interval]
     first = -(-start // step) * step
     market = sim(exchange).market
-    traded = {c.open_ms for c in market.candles(SYMBOLS[exchange], step, first, end, limit=10**6)}
+    traded = {
+        c.open_ms
+        for c in market.candles(SYMBOLS[exchange], step, first, end, limit=10**6)
+        if c.open_ms + step <= NOW  # the running candle is never returned
+    }
     assert traded <= set(opens)
     assert {c.open_time_ms for c in small if Decimal(c.volume) != 0} == traded
 

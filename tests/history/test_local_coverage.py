@@ -5,7 +5,14 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from mmdata.history.local import ARRIVAL_MARGIN_MS, GAP_MARGIN_MS, local_candles, local_coverage, local_trades
+from mmdata.history.local import (
+    ARRIVAL_MARGIN_MS,
+    GAP_MARGIN_MS,
+    SUBSCRIBE_MARGIN_MS,
+    local_candles,
+    local_coverage,
+    local_trades,
+)
 from mmdata.record.files import EVENTS_HEADER
 from tests.history.synthday import LATENCY_MS, Row, write_days
 
@@ -25,10 +32,13 @@ def test_reconnects_split_coverage_and_only_whole_minutes_are_complete(tmp_path:
     spans = [(T0, T0 + 10 * MIN), (T0 + 12 * MIN + 30_000, T0 + 20 * MIN)]
     trades = [r for r in rows(T0, T0 + 20 * MIN) if any(s <= r.ts_ms + LATENCY_MS < e for s, e in spans)]
     write_days(tmp_path, "binance", "BTCUSDT", trades, spans)
-    assert local_coverage(tmp_path, "binance", "BTCUSDT", T0 - MIN, T0 + 30 * MIN) == spans
+    # a trade subscription sent after ws_open misses the round trip: coverage starts a moment later
+    opened = [(s + SUBSCRIBE_MARGIN_MS, e) for s, e in spans]
+    assert local_coverage(tmp_path, "binance", "BTCUSDT", T0 - MIN, T0 + 30 * MIN) == opened
     candles, complete = local_candles(tmp_path, "binance", "BTCUSDT", "1m", T0, T0 + 20 * MIN)
-    # minute 9 ends at the close: no arrival margin left; minute 12 starts before the reopen
-    assert complete == {T0 + i * MIN for i in [*range(9), *range(13, 19)]}
+    # minute 0 starts before the subscription, minute 9 ends at the close (no arrival margin
+    # left), minute 12 starts before the reopen
+    assert complete == {T0 + i * MIN for i in [*range(1, 9), *range(13, 19)]}
     assert {c.open_time_ms for c in candles} >= complete
     assert ARRIVAL_MARGIN_MS > LATENCY_MS
 
@@ -37,7 +47,7 @@ def test_a_sequence_gap_cuts_the_minutes_around_it(tmp_path: Path) -> None:
     gap = T0 + 5 * MIN + 30_000
     write_days(tmp_path, "kraken", "BTCUSD", rows(T0, T0 + 10 * MIN), [(T0, T0 + 10 * MIN)], gaps_at=[gap])
     cov = local_coverage(tmp_path, "kraken", "BTCUSD", T0, T0 + 10 * MIN)
-    assert cov == [(T0, gap - GAP_MARGIN_MS), (gap + GAP_MARGIN_MS, T0 + 10 * MIN)]
+    assert cov == [(T0 + SUBSCRIBE_MARGIN_MS, gap - GAP_MARGIN_MS), (gap + GAP_MARGIN_MS, T0 + 10 * MIN)]
     _, complete = local_candles(tmp_path, "kraken", "BTCUSD", "1m", T0, T0 + 10 * MIN)
     assert T0 + 5 * MIN not in complete and T0 + 4 * MIN in complete and T0 + 6 * MIN in complete
 
@@ -74,7 +84,7 @@ def test_a_crash_ends_coverage_at_the_last_row_and_a_torn_tail_loses_only_its_ro
     ]
     ledger.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))  # no ws_close, no run_stop
     last_recv = trades[-1].ts_ms + LATENCY_MS
-    assert local_coverage(tmp_path, "binance", "BTCUSDT", 0, 2**62) == [(T0, last_recv)]
+    assert local_coverage(tmp_path, "binance", "BTCUSDT", 0, 2**62) == [(T0 + SUBSCRIBE_MARGIN_MS, last_recv)]
     # a second member cut in half (a crash mid-flush): the first member's rows survive
     path = day / f"trades_ws_BTCUSDT_{day.name}.csv.gz"
     torn = gzip.compress(b"9999,1,2,3,4,5,buy\n" * 50)

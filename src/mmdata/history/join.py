@@ -47,7 +47,7 @@ from mmdata.errors import ConfigError, StoreError
 from mmdata.exchanges import get as get_exchange
 from mmdata.exchanges.base import symbol_fs
 from mmdata.history.fetch import FetchOptions, FetchResult, fetch_history
-from mmdata.history.local import local_candles
+from mmdata.history.local import local_candles, local_coverage
 from mmdata.history.store import HistoryStore
 from mmdata.types import Candle
 
@@ -364,7 +364,8 @@ def find_history_gaps(
     local, complete = local_candles(
         options.data_dir, options.exchange, symbol, options.interval, start, ex.end_ms
     )
-    gaps = find_gaps(local, complete, ex.candles, options.interval, start, ex.end_ms)
+    seen = local_coverage(options.data_dir, options.exchange, symbol, start, ex.end_ms)
+    gaps = find_gaps(local, complete, ex.candles, options.interval, start, ex.end_ms, coverage=seen)
     n = (ex.end_ms - start) // interval.ms
     traded = sum(1 for c in ex.candles if start <= c.open_time_ms < ex.end_ms and _traded(c))
     inside = sum(1 for t in complete if start <= t < ex.end_ms)
