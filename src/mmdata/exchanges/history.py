@@ -38,7 +38,8 @@ Kraken OHLC (``/0/public/OHLC``) — the 720-entry limit
     not the request's: the entry that is not ``last`` is taken.
 
 Kraken Trades (``/0/public/Trades``, at most 1000 rows)
-    Cursor = ``since``, a nanosecond id: ``start_ms * 10**6`` first, then the response's
+    Cursor = ``since``, a nanosecond id: ``start_ms * 10**6 - 1`` first (one nanosecond
+    before the start, so a trade at exactly the start is not lost), then the response's
     ``last`` verbatim. ``last`` is exclusive, but a trade repeated at the boundary would
     still be dropped (see *duplicates* below). Done at the first trade with ``ts >= end``,
     at an empty page, or when ``last`` does not advance. Times are seconds with a fraction
@@ -119,9 +120,9 @@ __all__ = [
     "trade_pager",
 ]
 
-#: Venue → {mmdata interval → the venue's REST parameter}. Kraken weeks (Thursday-aligned
-#: like the epoch) and Bitfinex ``7D`` do not match mmdata's Monday weeks, and Bitfinex has
-#: no 4h: those are refused rather than mislabelled.
+#: Venue → {mmdata interval → the venue's REST parameter}. Kraken's weeks are not Monday-aligned
+#: and Bitfinex's ``7D`` is epoch (Thursday) aligned, unlike mmdata's Monday weeks, and Bitfinex
+#: has no 4h: those are refused rather than mislabelled.
 HISTORY_INTERVALS: Final[Mapping[str, Mapping[str, str]]] = {
     "binance": {"1m": "1m", "5m": "5m", "15m": "15m", "1h": "1h", "4h": "4h", "1D": "1d", "1W": "1w"},
     "kraken": {"1m": "1", "5m": "5", "15m": "15", "1h": "60", "4h": "240", "1D": "1440"},
@@ -725,7 +726,7 @@ class _CandlePager(_PagerBase):
                 raise self._protocol(
                     f"candles out of order ({before.open_time_ms}, then {after.open_time_ms})"
                 )
-        new = [c for c in page if c.closed and self.cursor <= c.open_time_ms < self.end_ms]
+        new = [c for c in page if self.cursor <= c.open_time_ms < self.end_ms]  # end <= floor(now): closed
         cursor = self.cursor
         if page:
             cursor = page[-1].open_time_ms + self.interval.ms
@@ -780,7 +781,7 @@ class _KrakenCandlePager(_PagerBase):
                     f"after the requested start {iso_time(self.start_ms)}; fetch that part from Trades"
                 )
             covered = min(covered, running)  # a venue clock behind ours: its running candle is not final
-        new = [c for c in page[:-1] if c.closed and self.start_ms <= c.open_time_ms < covered]
+        new = [c for c in page if self.start_ms <= c.open_time_ms < covered]  # the running row is not
         self._pending = None
         self.done = True
         self.done_ms = max(self.start_ms, covered)
