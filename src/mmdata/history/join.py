@@ -34,7 +34,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mmdata.candles import INTERVALS, iso_time
-from mmdata.candles.aggregate import parse_decimal
 from mmdata.candles.combine import (
     CombinedRow,
     GapRange,
@@ -42,6 +41,7 @@ from mmdata.candles.combine import (
     Tolerance,
     combine_candles,
     find_gaps,
+    traded,
 )
 from mmdata.errors import ConfigError, StoreError
 from mmdata.exchanges import get as get_exchange
@@ -95,6 +95,8 @@ class JoinOptions:
 
 @dataclass(slots=True)
 class _Exchange:
+    symbol: str  # canonical
+    start_ms: int  # the range start, floored to the interval
     candles: list[Candle]
     fetch: FetchResult | None
     uncovered: list[tuple[int, int]]
@@ -201,8 +203,8 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check(options: JoinOptions) -> tuple[str, int]:
-    """The canonical symbol and the interval length; ConfigError for unusable options."""
+def _check(options: JoinOptions) -> str:
+    """The canonical symbol; ConfigError for unusable options."""
     interval = INTERVALS.get(options.interval)
     if interval is None:
         raise ConfigError(f"unknown interval {options.interval!r}: use one of {', '.join(INTERVALS)}")
@@ -214,7 +216,7 @@ def _check(options: JoinOptions) -> tuple[str, int]:
         venue = get_exchange(options.exchange)
     except Exception as exc:  # unknown exchange name: the registry says which exist
         raise ConfigError(str(exc)) from None
-    return venue.normalize_symbol(options.symbol), interval.ms
+    return venue.normalize_symbol(options.symbol)
 
 
 def exchange_candles(
@@ -227,7 +229,7 @@ def exchange_candles(
 
 
 def _exchange(options: JoinOptions, *, progress: Progress | None, now_ms: int | None) -> _Exchange:
-    symbol, step = _check(options)
+    symbol = _check(options)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     interval = INTERVALS[options.interval]
     start = interval.floor(options.start_ms)
@@ -260,8 +262,7 @@ def _exchange(options: JoinOptions, *, progress: Progress | None, now_ms: int | 
     uncovered = store.missing(start, end)
     table = store.read(start, end)
     candles = _candles_of(table, options.exchange, symbol, options.interval)
-    del step
-    return _Exchange(candles, result, uncovered, end)
+    return _Exchange(symbol, start, candles, result, uncovered, end)
 
 
 def _candles_of(table: pa.Table, exchange: str, symbol: str, interval: str) -> list[Candle]:
@@ -311,10 +312,8 @@ def combine_history(
     ``history/combined/``) and, when a candle mismatched, the mismatches to ``report`` (CSV;
     default beside ``out``). Every mismatch is also logged at ERROR level.
     """
-    symbol, _ = _check(options)
     ex = _exchange(options, progress=progress, now_ms=now_ms)
-    interval = INTERVALS[options.interval]
-    start = interval.floor(options.start_ms)
+    symbol, start = ex.symbol, ex.start_ms
     local, complete = local_candles(
         options.data_dir, options.exchange, symbol, options.interval, start, ex.end_ms
     )
@@ -357,17 +356,15 @@ def find_history_gaps(
     options: JoinOptions, *, progress: Progress | None = None, now_ms: int | None = None
 ) -> GapsReport:
     """Ranges where the exchange traded but no complete local candle exists."""
-    symbol, _ = _check(options)
     ex = _exchange(options, progress=progress, now_ms=now_ms)
-    interval = INTERVALS[options.interval]
-    start = interval.floor(options.start_ms)
+    symbol, start = ex.symbol, ex.start_ms
     local, complete = local_candles(
         options.data_dir, options.exchange, symbol, options.interval, start, ex.end_ms
     )
     seen = local_coverage(options.data_dir, options.exchange, symbol, start, ex.end_ms)
     gaps = find_gaps(local, complete, ex.candles, options.interval, start, ex.end_ms, coverage=seen)
-    n = (ex.end_ms - start) // interval.ms
-    traded = sum(1 for c in ex.candles if start <= c.open_time_ms < ex.end_ms and _traded(c))
+    n = (ex.end_ms - start) // INTERVALS[options.interval].ms
+    busy = sum(1 for c in ex.candles if start <= c.open_time_ms < ex.end_ms and traded(c))
     inside = sum(1 for t in complete if start <= t < ex.end_ms)
     return GapsReport(
         options.exchange,
@@ -378,17 +375,10 @@ def find_history_gaps(
         list(gaps),
         n,
         inside,
-        traded,
+        busy,
         ex.fetch,
         ex.uncovered,
     )
-
-
-def _traded(candle: Candle) -> bool:
-    try:
-        return parse_decimal(candle.volume) != 0
-    except ValueError:
-        return True
 
 
 _ROW_SCHEMA = pa.schema(
